@@ -1,0 +1,1 @@
+"""Generated gRPC stubs; written by scripts/generate_proto.py."""
