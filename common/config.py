@@ -1,0 +1,302 @@
+"""Typed, validated run configuration shared by the coordinator and the clients."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the sequence recommender; every domain builds the same global part.
+
+    ``n_subspaces`` (D) and ``n_centroids`` (M) set the product-quantization
+    codebook: an item is D codes, each one of M values, and the code-embedding
+    table has D * (M + 1) rows because row 0 of each block is padding.
+    """
+
+    hidden_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    inner_size: int = 256
+    dropout: float = 0.2
+    max_seq_len: int = 50
+    n_prompt_words: int = 8
+    prompt_heads: int = 2
+    scoring: str = "cosine"
+    temperature: float = 0.07
+    n_subspaces: int = 32
+    n_centroids: int = 256
+    text_dim: int = 384
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            self,
+            "hidden_size",
+            "n_layers",
+            "n_heads",
+            "inner_size",
+            "max_seq_len",
+            "n_prompt_words",
+            "prompt_heads",
+            "n_subspaces",
+            "n_centroids",
+            "text_dim",
+        )
+        if self.hidden_size % self.n_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.n_heads ({self.n_heads}); change one of them"
+            )
+        if self.hidden_size % self.prompt_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.prompt_heads ({self.prompt_heads}); change one of them"
+            )
+        if self.text_dim % self.n_subspaces:
+            raise ConfigError(
+                f"model.text_dim ({self.text_dim}) must be divisible by "
+                f"model.n_subspaces ({self.n_subspaces}), because each subspace "
+                "quantizes an equal slice of the text embedding"
+            )
+        if self.scoring not in ("cosine", "dot"):
+            raise ConfigError(
+                f"model.scoring must be 'cosine' or 'dot', got {self.scoring!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.temperature <= 0:
+            raise ConfigError(
+                f"model.temperature must be positive, got {self.temperature}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Federated training schedule and the local optimizer of every client."""
+
+    rounds: int = 20
+    local_epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    kmeans_iterations: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            self, "rounds", "local_epochs", "batch_size", "kmeans_iterations"
+        )
+        if self.learning_rate <= 0:
+            raise ConfigError(
+                f"train.learning_rate must be positive, got {self.learning_rate}"
+            )
+        if self.weight_decay < 0:
+            raise ConfigError(
+                f"train.weight_decay must be >= 0, got {self.weight_decay}"
+            )
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Certificate files for mutual TLS; ``insecure`` turns TLS off for tests."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+    def files(self) -> tuple[Path, Path, Path]:
+        """Return (ca, cert, key); raise ConfigError when one is not set."""
+        self.check("tls")
+        if self.ca is None or self.cert is None or self.key is None:
+            raise ConfigError("tls.ca, tls.cert and tls.key must all be set")
+        return self.ca, self.cert, self.key
+
+    def check(self, section: str) -> None:
+        """Raise ConfigError unless TLS is off or all three files are set."""
+        if self.insecure:
+            return
+        for name in ("ca", "cert", "key"):
+            if getattr(self, name) is None:
+                raise ConfigError(
+                    f"{section}.{name} is missing; set it to a PEM file "
+                    "(create them with `fedcdr-coordinator certs`) or set "
+                    f"{section}.insecure = true for a local test"
+                )
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    """Deadlines, in seconds, for each wait of a run."""
+
+    join_s: float = 300.0
+    round_s: float = 900.0
+    report_s: float = 1800.0
+    rpc_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("join_s", "round_s", "report_s", "rpc_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"timeouts.{name} must be positive, got {getattr(self, name)}"
+                )
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """Configuration of one coordinator process and of the run it drives."""
+
+    run_id: str
+    domains: tuple[str, ...]
+    listen: str = "127.0.0.1:50051"
+    state_dir: Path = Path("runs/coordinator")
+    min_domains: int = 0
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            raise ConfigError("run_id must be a non-empty string")
+        if not self.domains:
+            raise ConfigError("domains must list at least one domain name")
+        if len(set(self.domains)) != len(self.domains):
+            raise ConfigError(f"domains contains duplicates: {list(self.domains)}")
+        quorum = self.min_domains or len(self.domains)
+        if not 1 <= quorum <= len(self.domains):
+            raise ConfigError(
+                f"min_domains must be between 1 and len(domains) = "
+                f"{len(self.domains)}, got {self.min_domains}"
+            )
+        object.__setattr__(self, "min_domains", quorum)
+        self.tls.check("tls")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Configuration of one domain's client process."""
+
+    domain: str
+    data_dir: Path
+    coordinator: str = "127.0.0.1:50051"
+    work_dir: Path = Path("runs/client")
+    threads: int = 1
+    seed: int = 0
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    rpc_timeout_s: float = 60.0
+    connect_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.domain:
+            raise ConfigError("domain must be a non-empty string")
+        _require_positive(self, "threads")
+        if self.rpc_timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ConfigError("rpc_timeout_s and connect_timeout_s must be positive")
+        self.tls.check("tls")
+
+
+def _require_positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            section = type(obj).__name__.removesuffix("Config").lower()
+            raise ConfigError(f"{section}.{name} must be positive, got {value}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad types.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown key, a missing required key or a value of the wrong type.
+        The message names the dotted key path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]!r}; valid keys are {sorted(fields)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}{name}")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"missing required key {where}{missing[0]!r}")
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, f"{key}.")  # type: ignore[arg-type]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a path string, got {value!r}")
+        return Path(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if type(value) is not hint:
+            raise ConfigError(f"{key} must be of type {hint.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def load_toml(cls: type[T], path: Path) -> T:
+    """Load dataclass ``cls`` from a TOML file; relative paths resolve against it."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    try:
+        config = from_dict(cls, data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(obj: T, base: Path) -> T:
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, Path) and not value.is_absolute():
+            changes[f.name] = base / value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes[f.name] = _resolve_paths(value, base)
+    return dataclasses.replace(obj, **changes) if changes else obj  # type: ignore[type-var]

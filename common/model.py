@@ -1,0 +1,483 @@
+"""Sequence recommender over product-quantized item codes with a local domain prompt."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+# Standard deviation of the normal initialization of embeddings, linear weights and
+# the domain prompt, as in SASRec-style recommenders.
+INIT_STD = 0.02
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Initialize one submodule in place, for use with ``nn.Module.apply``."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention):
+        # The packed Q/K/V projection is a bare parameter, not an nn.Linear.
+        if module.in_proj_weight is not None:
+            nn.init.normal_(module.in_proj_weight, mean=0.0, std=INIT_STD)
+        if module.in_proj_bias is not None:
+            nn.init.zeros_(module.in_proj_bias)
+
+
+class GlobalEncoder(nn.Module):
+    """Aggregated part of the model: code embeddings and the causal Transformer.
+
+    Submodules: ``code_embedding`` (D * (M + 1) rows of size H), ``position_embedding``
+    (max_seq_len rows), ``input_norm`` (LayerNorm), ``dropout`` and ``encoder``
+    (``n_layers`` post-norm Transformer layers with multi-head self-attention, a GELU
+    feed-forward network and residual connections). Every domain builds the same
+    shapes from the same ModelConfig, so these parameters can be averaged.
+
+    Row ``k * (M + 1)`` of the code-embedding table is the padding row of subspace k
+    and row ``k * (M + 1) + c + 1`` embeds code c of subspace k. The padding rows are
+    zeroed at initialization and ``item_vectors`` never reads them, so they get no
+    gradient and contribute nothing to any output, whatever values they contain.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.hidden_size % config.n_heads:
+            raise ValueError(
+                f"hidden_size ({config.hidden_size}) must be divisible by "
+                f"n_heads ({config.n_heads}); change one of them"
+            )
+        self.n_subspaces = config.n_subspaces
+        self.n_centroids = config.n_centroids
+        self.max_seq_len = config.max_seq_len
+
+        self.code_embedding = nn.Embedding(
+            config.n_subspaces * (config.n_centroids + 1), config.hidden_size
+        )
+        self.position_embedding = nn.Embedding(config.max_seq_len, config.hidden_size)
+        self.input_norm = nn.LayerNorm(config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.hidden_size,
+            nhead=config.n_heads,
+            dim_feedforward=config.inner_size,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+        )
+        # Nested tensors only help with a key-padding mask, which is never passed.
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers=config.n_layers, enable_nested_tensor=False
+        )
+
+        self.apply(_init_weights)
+        with torch.no_grad():
+            self.code_embedding.weight[self._padding_rows()] = 0.0
+
+    def _padding_rows(self) -> Tensor:
+        """Return the D indices of the padding rows of the code-embedding table."""
+        return torch.arange(
+            self.n_subspaces, device=self.code_embedding.weight.device
+        ) * (self.n_centroids + 1)
+
+    def item_vectors(self, item_codes: Tensor) -> Tensor:
+        """Compute each item's vector as the mean of its D code embeddings.
+
+        Parameters
+        ----------
+        item_codes : LongTensor, shape [N + 1, D]
+            Code of every item in every subspace, values in 0..M-1. Row 0 is the
+            padding item and is ignored.
+
+        Returns
+        -------
+        Tensor, shape [N + 1, H]
+            Item vectors. Row 0 (padding) is all zeros.
+
+        Raises
+        ------
+        ValueError
+            If the shape does not match D or a code of a real item is outside 0..M-1.
+        """
+        _check_item_codes(item_codes, self.n_subspaces, self.n_centroids)
+        offsets = self._padding_rows() + 1
+        rows = item_codes[1:].to(offsets.device) + offsets
+        vectors = self.code_embedding(rows).mean(dim=1)
+        padding = vectors.new_zeros(1, vectors.shape[1])
+        return torch.cat([padding, vectors], dim=0)
+
+    def forward(self, items: Tensor, item_vectors: Tensor) -> Tensor:
+        """Encode right-padded item sequences with a causal Transformer.
+
+        Parameters
+        ----------
+        items : LongTensor, shape [B, L]
+            Internal item indices, right-padded with 0, L <= max_seq_len.
+        item_vectors : Tensor, shape [N + 1, H]
+            Output of ``item_vectors``.
+
+        Returns
+        -------
+        Tensor, shape [B, L, H]
+            Hidden state at every position. Position j depends on positions <= j
+            only. Outputs at padding positions are finite but meaningless.
+
+        Raises
+        ------
+        ValueError
+            If items is not a 2-D integer tensor, is longer than max_seq_len or contains
+            an index outside 0..N.
+        """
+        _check_items(items, item_vectors.shape[0] - 1, self.max_seq_len, "items")
+        length = items.shape[1]
+        positions = torch.arange(length, device=items.device)
+        hidden = item_vectors[items] + self.position_embedding(positions)
+        hidden = self.dropout(self.input_norm(hidden))
+
+        # Query j may attend to keys 0..j. With right padding every padding position
+        # comes after all real ones, so the causal mask alone keeps real positions
+        # from seeing padding and no key-padding mask is needed. Each query can
+        # attend at least to itself, so no softmax row is all -inf and no NaN appears.
+        causal_mask = nn.Transformer.generate_square_subsequent_mask(
+            length, device=items.device, dtype=hidden.dtype
+        )
+        return self.encoder(hidden, mask=causal_mask, is_causal=True)
+
+
+class LocalPrompt(nn.Module):
+    """Domain-local part: the domain prompt, its attention encoder and the fusion.
+
+    The prompt P contains ``n_prompt_words`` learnable context vectors of size H. At
+    every position the sequence hidden state h queries P through multi-head
+    attention (``prompt_encoder``, keys and values are P), and ``fusion`` followed by
+    ``fusion_norm`` maps the concatenation [h; MA(P)] from 2H back to H. These
+    parameters never leave the domain.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.hidden_size % config.prompt_heads:
+            raise ValueError(
+                f"hidden_size ({config.hidden_size}) must be divisible by "
+                f"prompt_heads ({config.prompt_heads}); change one of them"
+            )
+        self.prompt = nn.Parameter(
+            torch.empty(config.n_prompt_words, config.hidden_size)
+        )
+        self.prompt_encoder = nn.MultiheadAttention(
+            config.hidden_size,
+            config.prompt_heads,
+            dropout=config.dropout,
+            batch_first=True,
+        )
+        self.fusion = nn.Linear(2 * config.hidden_size, config.hidden_size)
+        self.fusion_norm = nn.LayerNorm(config.hidden_size)
+
+        self.apply(_init_weights)
+        nn.init.normal_(self.prompt, mean=0.0, std=INIT_STD)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """Fuse each hidden state with its attention read-out of the domain prompt.
+
+        Parameters
+        ----------
+        hidden : Tensor, shape [B, L, H]
+
+        Returns
+        -------
+        Tensor, shape [B, L, H]
+        """
+        prompt = self.prompt.unsqueeze(0).expand(hidden.shape[0], -1, -1)
+        read_out, _ = self.prompt_encoder(hidden, prompt, prompt, need_weights=False)
+        return self.fusion_norm(self.fusion(torch.cat([hidden, read_out], dim=-1)))
+
+
+class SequenceRecommender(nn.Module):
+    """Next-item recommender of one domain: global encoder plus local prompt.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Shapes shared by all domains.
+    item_codes : LongTensor, shape [N + 1, D]
+        Product-quantization codes of the domain's items, values in 0..M-1, row 0 for
+        the padding item. Stored as the buffer ``item_codes``, which is local and is
+        never part of ``global_state_dict``.
+
+    Building the model draws all initial values from torch's default generator, so
+    the same ``torch.manual_seed`` gives the same parameters.
+    """
+
+    def __init__(self, config: ModelConfig, item_codes: Tensor) -> None:
+        super().__init__()
+        _check_item_codes(item_codes, config.n_subspaces, config.n_centroids)
+        self.config = config
+        self.global_part = GlobalEncoder(config)
+        self.local_part = LocalPrompt(config)
+        self.register_buffer("item_codes", item_codes.detach().to(torch.long).clone())
+        self.item_codes: Tensor
+
+    @property
+    def n_items(self) -> int:
+        """Number N of real items of the domain."""
+        return int(self.item_codes.shape[0]) - 1
+
+    def set_item_codes(self, item_codes: Tensor) -> None:
+        """Replace the item codes, for example after a new codebook is trained.
+
+        The number of items N may differ from the current codes.
+
+        Raises
+        ------
+        TypeError
+            If item_codes is not an integer tensor.
+        ValueError
+            If item_codes is not [N + 1, D] with codes in 0..M-1 for rows 1..N.
+        """
+        _check_item_codes(item_codes, self.config.n_subspaces, self.config.n_centroids)
+        self.item_codes = (
+            item_codes.detach()
+            .to(device=self.item_codes.device, dtype=torch.long)
+            .clone()
+        )
+
+    def _item_vectors(self) -> Tensor:
+        return self.global_part.item_vectors(self.item_codes)
+
+    def sequence_output(self, items: Tensor) -> Tensor:
+        """Compute the fused representation at every position.
+
+        Parameters
+        ----------
+        items : LongTensor, shape [B, L]
+            Right-padded with 0.
+
+        Returns
+        -------
+        Tensor, shape [B, L, H]
+        """
+        hidden = self.global_part(items, self._item_vectors())
+        return self.local_part(hidden)
+
+    def last_output(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """Compute the fused representation at the last real position of each row.
+
+        Parameters
+        ----------
+        items : LongTensor, shape [B, L]
+            Right-padded with 0.
+        lengths : LongTensor, shape [B]
+            Number of real items per row, in 1..L.
+
+        Returns
+        -------
+        Tensor, shape [B, H]
+            Row b is the output at position ``lengths[b] - 1``.
+        """
+        if lengths.dim() != 1 or lengths.shape[0] != items.shape[0]:
+            raise ValueError(
+                f"lengths must have shape [B] = [{items.shape[0]}], "
+                f"got {list(lengths.shape)}"
+            )
+        if lengths.numel() and (lengths.min() < 1 or lengths.max() > items.shape[1]):
+            raise ValueError(
+                f"lengths must be in 1..L = 1..{items.shape[1]}, got values from "
+                f"{int(lengths.min())} to {int(lengths.max())}"
+            )
+        output = self.sequence_output(items)
+        index = (lengths.to(output.device) - 1).view(-1, 1, 1)
+        index = index.expand(-1, 1, output.shape[-1])
+        return output.gather(1, index).squeeze(1)
+
+    def _scores(self, representation: Tensor, item_vectors: Tensor) -> Tensor:
+        if self.config.scoring == "cosine":
+            representation = F.normalize(representation, dim=-1)
+            item_vectors = F.normalize(item_vectors, dim=-1)
+            scores = representation @ item_vectors.T / self.config.temperature
+        else:
+            scores = representation @ item_vectors.T
+        padding = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        padding[0] = True
+        return scores.masked_fill(padding, float("-inf"))
+
+    def scores(self, representation: Tensor) -> Tensor:
+        """Score every item of the domain against each representation.
+
+        With ``scoring == "cosine"`` a score is the cosine similarity divided by
+        ``temperature``. With ``"dot"`` it is the dot product.
+
+        Parameters
+        ----------
+        representation : Tensor, shape [..., H]
+
+        Returns
+        -------
+        Tensor, shape [..., N + 1]
+            Column 0 (padding) is -inf.
+        """
+        return self._scores(representation, self._item_vectors())
+
+    def loss(self, items: Tensor, targets: Tensor) -> Tensor:
+        """Compute the full-softmax cross entropy of next-item prediction.
+
+        Every position with a nonzero target counts once, and the result is the mean
+        over those positions.
+
+        Parameters
+        ----------
+        items : LongTensor, shape [B, L]
+            Input sequences, right-padded with 0.
+        targets : LongTensor, shape [B, L]
+            Next item at every position, 0 where the position is ignored.
+
+        Returns
+        -------
+        Tensor, scalar
+
+        Raises
+        ------
+        ValueError
+            If the shapes differ, a target is outside 0..N, or no target is nonzero
+            (the mean would be undefined).
+        """
+        if targets.shape != items.shape:
+            raise ValueError(
+                f"targets must have the shape of items {list(items.shape)}, "
+                f"got {list(targets.shape)}"
+            )
+        _check_items(targets, self.n_items, self.config.max_seq_len, "targets")
+        counted = targets != 0
+        if not bool(counted.any()):
+            raise ValueError("targets has no nonzero entry, so the loss is undefined")
+
+        item_vectors = self._item_vectors()
+        hidden = self.local_part(self.global_part(items, item_vectors))
+        # Score only the counted positions, because padding rows would waste
+        # up to B * L * N products.
+        logits = self._scores(hidden[counted], item_vectors)
+        return F.cross_entropy(logits, targets[counted])
+
+
+def _check_item_codes(item_codes: Tensor, n_subspaces: int, n_centroids: int) -> None:
+    if not isinstance(item_codes, Tensor):
+        raise TypeError(f"item_codes must be a Tensor, got {type(item_codes).__name__}")
+    if item_codes.dtype.is_floating_point or item_codes.dtype == torch.bool:
+        raise TypeError(f"item_codes must be an integer tensor, got {item_codes.dtype}")
+    if item_codes.dim() != 2 or item_codes.shape[1] != n_subspaces:
+        raise ValueError(
+            f"item_codes must have shape [N + 1, D] with D = {n_subspaces}, "
+            f"got {list(item_codes.shape)}"
+        )
+    if item_codes.shape[0] < 2:
+        raise ValueError(
+            "item_codes must have a padding row and at least one item, "
+            f"got {item_codes.shape[0]} rows"
+        )
+    real = item_codes[1:]
+    if real.min() < 0 or real.max() >= n_centroids:
+        raise ValueError(
+            f"item_codes of items 1..N must be in 0..M-1 = 0..{n_centroids - 1}, "
+            f"got values from {int(real.min())} to {int(real.max())}"
+        )
+
+
+def _check_items(items: Tensor, n_items: int, max_seq_len: int, name: str) -> None:
+    if items.dim() != 2 or items.dtype.is_floating_point or items.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must be a 2-D integer tensor [B, L], "
+            f"got {items.dtype} of shape {list(items.shape)}"
+        )
+    if items.shape[1] > max_seq_len:
+        raise ValueError(
+            f"{name} has length {items.shape[1]}, more than max_seq_len = "
+            f"{max_seq_len}; keep the last max_seq_len items"
+        )
+    if items.numel() and (items.min() < 0 or items.max() > n_items):
+        raise ValueError(
+            f"{name} must contain item indices in 0..N = 0..{n_items}, got values from "
+            f"{int(items.min())} to {int(items.max())}"
+        )
+
+
+def global_parameter_names(config: ModelConfig) -> list[str]:
+    """List the names of the global parameters in wire order.
+
+    The order is the registration order of ``GlobalEncoder.state_dict()``:
+    ``code_embedding.weight``, ``position_embedding.weight``, ``input_norm.weight``,
+    ``input_norm.bias``, then for each layer l = 0..n_layers-1 the tensors
+    ``encoder.layers.{l}.self_attn.in_proj_weight``, ``...in_proj_bias``,
+    ``...out_proj.weight``, ``...out_proj.bias``, ``linear1``, ``linear2``,
+    ``norm1``, ``norm2`` (weight then bias each). The names are derived from a model
+    built on the meta device, which allocates no memory and draws no random numbers.
+    """
+    with torch.device("meta"):
+        encoder = GlobalEncoder(config)
+    return list(encoder.state_dict())
+
+
+def global_state_dict(model: SequenceRecommender) -> dict[str, Tensor]:
+    """Copy the global parameters, names relative to ``GlobalEncoder``, in wire order.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        Detached CPU float32 copies, keyed by the names of
+        ``global_parameter_names``. Local parameters and ``item_codes`` are absent.
+    """
+    return {
+        name: tensor.detach().to(device="cpu", dtype=torch.float32).clone()
+        for name, tensor in model.global_part.state_dict().items()
+    }
+
+
+def load_global_state_dict(
+    model: SequenceRecommender, state: dict[str, Tensor]
+) -> None:
+    """Overwrite the global parameters of ``model`` in place from ``state``.
+
+    Values are cast to each parameter's dtype and device. Local parameters and
+    ``item_codes`` are left unchanged.
+
+    Raises
+    ------
+    TypeError
+        If a value is not a Tensor.
+    ValueError
+        If a name is missing or unexpected, a shape differs or a value is not
+        finite; the message names the tensors. Nothing is changed in that case.
+    """
+    targets = model.global_part.state_dict()
+    missing = [name for name in targets if name not in state]
+    unexpected = sorted(name for name in state if name not in targets)
+    if missing or unexpected:
+        raise ValueError(
+            f"global state does not match the model: missing {missing}, "
+            f"unexpected {unexpected}; build both from the same ModelConfig"
+        )
+    for name, value in state.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"global state {name!r} must be a Tensor, got {type(value)}"
+            )
+        if value.shape != targets[name].shape:
+            raise ValueError(
+                f"global state {name!r} has shape {list(value.shape)}, the model "
+                f"expects {list(targets[name].shape)}"
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"global state {name!r} contains NaN or infinite values")
+
+    with torch.no_grad():
+        for name, target in targets.items():
+            target.copy_(state[name])

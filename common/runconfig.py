@@ -1,0 +1,33 @@
+"""Convert the model and training settings to and from their wire message."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from common.config import ConfigError, ModelConfig, TrainConfig
+from common.pb import federation_pb2 as pb
+
+PROTOCOL_VERSION = 1
+
+
+def run_config_to_proto(model: ModelConfig, train: TrainConfig) -> pb.RunConfig:
+    """Return the RunConfig message that carries ``model`` and ``train``."""
+    values = {**dataclasses.asdict(model), **dataclasses.asdict(train)}
+    return pb.RunConfig(**values)
+
+
+def run_config_from_proto(message: pb.RunConfig) -> tuple[ModelConfig, TrainConfig]:
+    """Rebuild and validate the settings a coordinator sent.
+
+    Raises
+    ------
+    ConfigError
+        When the coordinator sent settings that fail validation.
+    """
+    def pick(cls: type) -> dict[str, object]:
+        return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
+
+    try:
+        return ModelConfig(**pick(ModelConfig)), TrainConfig(**pick(TrainConfig))
+    except ConfigError as error:
+        raise ConfigError(f"the coordinator sent an invalid run config: {error}") from None

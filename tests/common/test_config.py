@@ -1,0 +1,96 @@
+"""Loading and validating the TOML run configuration."""
+
+from pathlib import Path
+
+import pytest
+
+from common.config import (
+    ClientConfig,
+    ConfigError,
+    CoordinatorConfig,
+    ModelConfig,
+    load_toml,
+)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_load_coordinator_config_resolves_relative_paths(tmp_path):
+    path = _write(
+        tmp_path,
+        'run_id = "r"\ndomains = ["a", "b"]\nstate_dir = "state"\n'
+        '[tls]\nca = "ca.pem"\ncert = "c.pem"\nkey = "k.pem"\n'
+        "[train]\nrounds = 3\n[model]\nhidden_size = 32\n",
+    )
+
+    config = load_toml(CoordinatorConfig, path)
+
+    assert config.state_dir == tmp_path / "state"
+    assert config.tls.ca == tmp_path / "ca.pem"
+    assert config.train.rounds == 3
+    assert config.model.hidden_size == 32
+    assert config.min_domains == 2
+
+
+def test_load_rejects_unknown_key(tmp_path):
+    path = _write(tmp_path, 'run_id = "r"\ndomains = ["a"]\n[train]\nroundz = 3\n')
+
+    with pytest.raises(ConfigError, match="unknown key train.'roundz'"):
+        load_toml(CoordinatorConfig, path)
+
+
+def test_load_rejects_wrong_type(tmp_path):
+    path = _write(tmp_path, 'run_id = "r"\ndomains = ["a"]\n[train]\nrounds = "3"\n')
+
+    with pytest.raises(ConfigError, match="train.rounds must be of type int"):
+        load_toml(CoordinatorConfig, path)
+
+
+def test_load_rejects_missing_required_key(tmp_path):
+    path = _write(tmp_path, 'domain = "a"\n[tls]\ninsecure = true\n')
+
+    with pytest.raises(ConfigError, match="missing required key 'data_dir'"):
+        load_toml(ClientConfig, path)
+
+
+def test_load_reports_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_toml(ClientConfig, tmp_path / "absent.toml")
+
+
+def test_load_reports_invalid_toml(tmp_path):
+    path = _write(tmp_path, "domain = \n")
+
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_toml(ClientConfig, path)
+
+
+def test_tls_files_required_unless_insecure(tmp_path):
+    path = _write(tmp_path, 'domain = "a"\ndata_dir = "d"\n')
+
+    with pytest.raises(ConfigError, match="tls.ca is missing"):
+        load_toml(ClientConfig, path)
+
+
+def test_model_config_checks_heads_divide_hidden_size():
+    with pytest.raises(ConfigError, match=r"hidden_size \(30\).*n_heads \(4\)"):
+        ModelConfig(hidden_size=30, n_heads=4)
+
+
+def test_model_config_checks_subspaces_divide_text_dim():
+    with pytest.raises(ConfigError, match=r"text_dim \(384\).*n_subspaces \(5\)"):
+        ModelConfig(n_subspaces=5)
+
+
+def test_coordinator_config_checks_min_domains():
+    with pytest.raises(ConfigError, match="min_domains must be between 1 and"):
+        CoordinatorConfig(run_id="r", domains=("a",), min_domains=2)
+
+
+def test_coordinator_config_rejects_duplicate_domains():
+    with pytest.raises(ConfigError, match="duplicates"):
+        CoordinatorConfig(run_id="r", domains=("a", "a"))
