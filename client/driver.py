@@ -1,0 +1,166 @@
+"""A domain client's protocol loop: join, then do each task the coordinator hands out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from client.baseline import train_local_only
+from client.connection import CoordinatorClient
+from client.data import DomainData, Split
+from client.itemcodes import cluster_stats, moment_stats
+from client.session import MODEL_FILE, DomainModel, domain_seed, item_code_table
+from common import pq
+from common.config import ClientConfig, ModelConfig, TrainConfig
+from common.pb import federation_pb2 as pb
+from common.runconfig import PROTOCOL_VERSION, run_config_from_proto
+
+logger = logging.getLogger(__name__)
+
+
+class RunAbortedError(RuntimeError):
+    """The coordinator aborted the run; the message is its reason."""
+
+
+@dataclass
+class DomainInputs:
+    """What the client brings to the run: its data, split and item embeddings."""
+
+    data: DomainData
+    split: Split
+    embeddings: np.ndarray
+
+
+class DomainClient:
+    """Run one domain's side of a federation until the coordinator says DONE."""
+
+    def __init__(
+        self, config: ClientConfig, coordinator: CoordinatorClient, inputs: DomainInputs
+    ) -> None:
+        self.config = config
+        self.coordinator = coordinator
+        self.inputs = inputs
+        self.model_config: ModelConfig | None = None
+        self.train_config: TrainConfig | None = None
+        self.seed = 0
+        self.state: DomainModel | None = None
+        self.centroids: np.ndarray | None = None
+
+    def run(self) -> None:
+        """Join and serve tasks; raise RunAbortedError if the run is aborted."""
+        self._join()
+        handlers = {
+            pb.TASK_KIND_CODEBOOK_MOMENTS: self._codebook_moments,
+            pb.TASK_KIND_CODEBOOK_STEP: self._codebook_step,
+            pb.TASK_KIND_TRAIN: self._train,
+            pb.TASK_KIND_FINISH: self._finish,
+        }
+        while True:
+            task = self.coordinator.next_task()
+            if task.kind == pb.TASK_KIND_WAIT:
+                continue
+            if task.kind == pb.TASK_KIND_DONE:
+                logger.info("domain=%s run finished", self.config.domain)
+                return
+            if task.kind == pb.TASK_KIND_ABORT:
+                raise RunAbortedError(task.message)
+            handler = handlers.get(task.kind)
+            if handler is None:
+                raise RunAbortedError(f"unknown task kind {task.kind}; upgrade fedcdr")
+            handler(task)
+
+    def _join(self) -> None:
+        data = self.inputs.data
+        stats = pb.DomainStats(
+            n_users=data.n_users,
+            n_items=data.n_items,
+            n_interactions=data.n_interactions,
+        )
+        response = self.coordinator.join(stats, PROTOCOL_VERSION)
+        self.model_config, self.train_config = run_config_from_proto(response.config)
+        if self.inputs.embeddings.shape[1] != self.model_config.text_dim:
+            raise RunAbortedError(
+                f"item embeddings have {self.inputs.embeddings.shape[1]} dimensions, "
+                f"the run expects text_dim={self.model_config.text_dim}"
+            )
+        self.seed = domain_seed(
+            self.train_config.seed, self.config.domain, self.config.seed
+        )
+        logger.info("domain=%s joined run=%s", self.config.domain, response.run_id)
+
+    def _configs(self) -> tuple[ModelConfig, TrainConfig]:
+        if self.model_config is None or self.train_config is None:
+            raise RuntimeError("the client has not joined a run yet")
+        return self.model_config, self.train_config
+
+    def _codebook_moments(self, task: pb.GetTaskResponse) -> None:
+        total, squares, count = moment_stats(self.inputs.embeddings)
+        self._upload(task, pq.pack_moments(total, squares, count))
+
+    def _codebook_step(self, task: pb.GetTaskResponse) -> None:
+        centroids = self.coordinator.download(task.task_id)["centroids"]
+        sums, counts = cluster_stats(self.inputs.embeddings, centroids)
+        self._upload(task, pq.pack_cluster_stats(sums, counts))
+
+    def _train(self, task: pb.GetTaskResponse) -> None:
+        state = self._load(task)
+        self._evaluate_and_report(state, task.round - 1, final=False)
+        self._upload(task, state.train_round())
+
+    def _finish(self, task: pb.GetTaskResponse) -> None:
+        state = self._load(task)
+        self._evaluate_and_report(state, task.round, final=True)
+
+        model_config, train_config = self._configs()
+        logger.info("domain=%s training the local-only baseline", self.config.domain)
+        history = train_local_only(
+            self.inputs.embeddings,
+            self.inputs.split,
+            model_config,
+            train_config,
+            self.seed,
+        )
+        self.coordinator.report(
+            "local_only", [h.to_proto() for h in history], final=True
+        )
+
+    def _load(self, task: pb.GetTaskResponse) -> DomainModel:
+        """Download the task's global state into the domain model, building it once."""
+        arrays = self.coordinator.download(task.task_id)
+        if self.state is None:
+            model_config, train_config = self._configs()
+            self.centroids = arrays["centroids"]
+            codes = item_code_table(self.inputs.embeddings, self.centroids)
+            self.state = DomainModel(
+                model_config, train_config, self.inputs.split, codes, self.seed
+            )
+        self.state.load_global(arrays)
+        return self.state
+
+    def _evaluate_and_report(
+        self, state: DomainModel, round_index: int, final: bool
+    ) -> None:
+        result = state.evaluate(round_index)
+        logger.info(
+            "domain=%s round=%d valid_ndcg@10=%.4f valid_loss=%.4f",
+            self.config.domain,
+            round_index,
+            result.valid["ndcg@10"],
+            result.valid_loss,
+        )
+        extra = {"codebook.centroids": torch.from_numpy(np.asarray(self.centroids))}
+        metadata = {"domain": self.config.domain, "run_id": self.coordinator.run_id}
+        state.keep_if_best(result, self.config.work_dir / MODEL_FILE, metadata, extra)
+        self.coordinator.report("federated", [result.to_proto()], final=final)
+
+    def _upload(self, task: pb.GetTaskResponse, vector: np.ndarray) -> None:
+        if vector.shape != (task.vector_length,):
+            raise RunAbortedError(
+                f"task {task.task_id} expects {task.vector_length} values, "
+                f"this client computed {vector.shape[0]}; the client and coordinator "
+                "disagree on the model shape"
+            )
+        self.coordinator.upload(task.task_id, vector)

