@@ -1,0 +1,367 @@
+"""Run state shared by the RPC handlers and the round loop: stages, tasks, uploads."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.config import CoordinatorConfig
+from common.pb import federation_pb2 as pb
+from server.aggregation import AggregationError, Aggregator
+
+logger = logging.getLogger(__name__)
+
+# How long one GetTask call waits for a new task before it returns WAIT.
+LONG_POLL_S = 5.0
+
+
+class Stage(enum.Enum):
+    """Stage of a run; TRANSITIONS lists the allowed moves."""
+
+    WAITING_FOR_DOMAINS = "waiting_for_domains"
+    CODEBOOK = "codebook"
+    TRAINING = "training"
+    FINISHING = "finishing"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+TRANSITIONS: dict[Stage, frozenset[Stage]] = {
+    Stage.WAITING_FOR_DOMAINS: frozenset({Stage.CODEBOOK, Stage.ABORTED}),
+    Stage.CODEBOOK: frozenset({Stage.TRAINING, Stage.ABORTED}),
+    Stage.TRAINING: frozenset({Stage.FINISHING, Stage.ABORTED}),
+    Stage.FINISHING: frozenset({Stage.DONE, Stage.ABORTED}),
+    Stage.DONE: frozenset(),
+    Stage.ABORTED: frozenset(),
+}
+
+
+class ProtocolError(Exception):
+    """Base of the errors a request can cause; the servicer maps each to a status."""
+
+
+class PermissionDeniedError(ProtocolError):
+    """The caller may not act as the domain it names."""
+
+
+class InvalidRequestError(ProtocolError):
+    """A request field is malformed."""
+
+
+class WrongStageError(ProtocolError):
+    """The request does not fit the run's current stage or task."""
+
+
+class DuplicateError(ProtocolError):
+    """The request repeats one that was already applied."""
+
+
+class QuorumError(RuntimeError):
+    """Too few domains took part before a deadline."""
+
+
+@dataclass
+class Task:
+    """One unit of work every participant does once: a codebook step or a round."""
+
+    kind: int
+    task_id: str
+    participants: frozenset[str]
+    vector_length: int
+    download: tuple[pb.TensorManifest, bytes] | None
+    aggregator: Aggregator | None
+    round: int = 0
+    step: int = 0
+    uploaded: set[str] = field(default_factory=set)
+
+    def view(self) -> pb.GetTaskResponse:
+        return pb.GetTaskResponse(
+            kind=self.kind,  # type: ignore[arg-type]
+            task_id=self.task_id,
+            round=self.round,
+            step=self.step,
+            vector_length=self.vector_length,
+        )
+
+
+@dataclass
+class DomainRecord:
+    """What the coordinator knows of a joined domain: its size and its reports."""
+
+    stats: pb.DomainStats
+    reports: dict[str, dict[int, pb.RoundMetrics]] = field(default_factory=dict)
+    final: set[str] = field(default_factory=set)
+    saw_end: bool = False
+
+
+class Federation:
+    """State of one run, guarded by one condition variable.
+
+    RPC handlers call :meth:`join`, :meth:`next_task`, :meth:`download`,
+    :meth:`upload` and :meth:`report`; the round loop calls the rest.
+    """
+
+    def __init__(
+        self, config: CoordinatorConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._stage = Stage.WAITING_FOR_DOMAINS
+        self._task: Task | None = None
+        self._abort_message = ""
+        self.domains: dict[str, DomainRecord] = {}
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    def move_to(self, stage: Stage) -> None:
+        """Change stage; raise RuntimeError for a move TRANSITIONS does not allow."""
+        with self._cond:
+            if stage not in TRANSITIONS[self._stage]:
+                raise RuntimeError(
+                    f"stage {self._stage.value} cannot move to {stage.value}"
+                )
+            logger.info("stage %s -> %s", self._stage.value, stage.value)
+            self._stage = stage
+            self._cond.notify_all()
+
+    def abort(self, message: str) -> None:
+        """Abort the run; clients learn ``message`` from their next GetTask."""
+        with self._cond:
+            if self._stage in (Stage.DONE, Stage.ABORTED):
+                return
+            logger.error("run aborted: %s", message)
+            self._abort_message = message
+            self._stage = Stage.ABORTED
+            self._task = None
+            self._cond.notify_all()
+
+    # RPC side
+
+    def join(self, domain: str, stats: pb.DomainStats) -> None:
+        """Register ``domain``; a domain that joins again replaces its record."""
+        if domain not in self.config.domains:
+            raise PermissionDeniedError(
+                f"domain {domain!r} is not in this run's domains "
+                f"{list(self.config.domains)}; add it to the coordinator config"
+            )
+        with self._cond:
+            if self._stage in (Stage.DONE, Stage.ABORTED):
+                raise WrongStageError(f"run {self.config.run_id} is {self._stage.value}")
+            rejoin = domain in self.domains
+            previous = self.domains.get(domain)
+            record = DomainRecord(stats=stats)
+            if previous is not None:
+                record.reports = previous.reports
+            self.domains[domain] = record
+            logger.info(
+                "domain joined domain=%s users=%d items=%d rejoin=%s",
+                domain,
+                stats.n_users,
+                stats.n_items,
+                rejoin,
+            )
+            self._cond.notify_all()
+
+    def next_task(self, domain: str, wait_s: float = LONG_POLL_S) -> pb.GetTaskResponse:
+        """Return the caller's next task, waiting up to ``wait_s`` for one."""
+        deadline = self._clock() + wait_s
+        with self._cond:
+            self._require_joined(domain)
+            while True:
+                response = self._task_for(domain)
+                if response.kind != pb.TASK_KIND_WAIT:
+                    return response
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return response
+                self._cond.wait(remaining)
+
+    def _task_for(self, domain: str) -> pb.GetTaskResponse:
+        if self._stage is Stage.ABORTED:
+            self.domains[domain].saw_end = True
+            return pb.GetTaskResponse(
+                kind=pb.TASK_KIND_ABORT, message=self._abort_message
+            )
+        if self._stage is Stage.DONE:
+            self.domains[domain].saw_end = True
+            self._cond.notify_all()
+            return pb.GetTaskResponse(kind=pb.TASK_KIND_DONE)
+        task = self._task
+        if task is None or domain not in task.participants or domain in task.uploaded:
+            return pb.GetTaskResponse(kind=pb.TASK_KIND_WAIT)
+        return task.view()
+
+    def download(self, domain: str, task_id: str) -> tuple[pb.TensorManifest, bytes]:
+        """Return the packed starting state of the caller's current task."""
+        with self._cond:
+            task = self._current_task(domain, task_id)
+            if task.download is None:
+                raise WrongStageError(f"task {task_id} has nothing to download")
+            return task.download
+
+    def upload(self, domain: str, task_id: str, encoding: str, payload: bytes) -> None:
+        """Add the caller's upload to the current task's aggregate."""
+        with self._cond:
+            task = self._current_task(domain, task_id)
+            if task.aggregator is None:
+                raise WrongStageError(f"task {task_id} takes no upload")
+            if domain in task.uploaded:
+                raise DuplicateError(
+                    f"domain {domain!r} already uploaded for task {task_id}"
+                )
+            if encoding != task.aggregator.encoding:
+                raise InvalidRequestError(
+                    f"upload encoding {encoding!r} does not match this run's "
+                    f"{task.aggregator.encoding!r}"
+                )
+            try:
+                task.aggregator.add(domain, payload)
+            except AggregationError as error:
+                raise InvalidRequestError(str(error)) from None
+            task.uploaded.add(domain)
+            logger.info(
+                "upload accepted task=%s domain=%s (%d of %d)",
+                task_id,
+                domain,
+                len(task.uploaded),
+                len(task.participants),
+            )
+            self._cond.notify_all()
+
+    def report(self, domain: str, request: pb.ReportMetricsRequest) -> None:
+        """Store the caller's metrics; a round reported again replaces the old."""
+        if request.model not in ("federated", "local_only"):
+            raise InvalidRequestError(
+                f"model must be 'federated' or 'local_only', got {request.model!r}"
+            )
+        with self._cond:
+            record = self._require_joined(domain)
+            history = record.reports.setdefault(request.model, {})
+            for metrics in request.rounds:
+                if not 0 <= metrics.round <= self.config.train.rounds:
+                    raise InvalidRequestError(
+                        f"round {metrics.round} is outside 0..{self.config.train.rounds}"
+                    )
+                history[metrics.round] = metrics
+            if request.final:
+                record.final.add(request.model)
+            self._cond.notify_all()
+
+    def _require_joined(self, domain: str) -> DomainRecord:
+        record = self.domains.get(domain)
+        if record is None:
+            raise WrongStageError(f"domain {domain!r} has not joined; call Join first")
+        return record
+
+    def _current_task(self, domain: str, task_id: str) -> Task:
+        self._require_joined(domain)
+        task = self._task
+        if task is None or task.task_id != task_id:
+            current = task.task_id if task else "none"
+            raise WrongStageError(
+                f"task {task_id!r} is not the current task (current: {current})"
+            )
+        if domain not in task.participants:
+            raise WrongStageError(
+                f"domain {domain!r} is not a participant of task {task_id}; "
+                "it joins the next task"
+            )
+        return task
+
+    # Round-loop side
+
+    def wait_for_domains(self) -> list[str]:
+        """Block until every configured domain joined, or the join deadline.
+
+        Raises
+        ------
+        QuorumError
+            When fewer than ``min_domains`` joined before the deadline.
+        """
+        deadline = self._clock() + self.config.timeouts.join_s
+        wanted = set(self.config.domains)
+        with self._cond:
+            while set(self.domains) != wanted:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(min(remaining, 1.0))
+            joined = sorted(self.domains)
+        if len(joined) < self.config.min_domains:
+            raise QuorumError(
+                f"{len(joined)} of {len(wanted)} domains joined within "
+                f"timeouts.join_s={self.config.timeouts.join_s:g} s "
+                f"(joined: {joined}); min_domains is {self.config.min_domains}"
+            )
+        missing = sorted(wanted - set(joined))
+        if missing:
+            logger.warning("starting without domains %s", missing)
+        return joined
+
+    def run_task(self, task: Task, deadline_s: float) -> set[str]:
+        """Publish ``task``, wait for all participants or the deadline, and return
+        the domains that completed it.
+
+        A participant that misses the deadline is dropped for this task only.
+        """
+        with self._cond:
+            self._task = task
+            self._cond.notify_all()
+            deadline = self._clock() + deadline_s
+            while not self._task_complete(task):
+                remaining = deadline - self._clock()
+                if remaining <= 0 or self._stage is Stage.ABORTED:
+                    break
+                self._cond.wait(min(remaining, 1.0))
+            done = self._completed(task)
+            self._task = None
+            self._cond.notify_all()
+        late = sorted(task.participants - done)
+        if late:
+            logger.warning(
+                "task=%s dropped domains %s after the %g s deadline",
+                task.task_id,
+                late,
+                deadline_s,
+            )
+        if len(done) < self.config.min_domains:
+            raise QuorumError(
+                f"task {task.task_id}: {len(done)} of {len(task.participants)} "
+                f"domains finished within {deadline_s:g} s; min_domains is "
+                f"{self.config.min_domains}"
+            )
+        return done
+
+    def _completed(self, task: Task) -> set[str]:
+        if task.kind == pb.TASK_KIND_FINISH:
+            return {
+                d
+                for d in task.participants
+                if {"federated", "local_only"} <= self.domains[d].final
+            }
+        return set(task.uploaded)
+
+    def _task_complete(self, task: Task) -> bool:
+        return self._completed(task) == set(task.participants)
+
+    def active_domains(self) -> frozenset[str]:
+        """Return the joined domains, the participants of the next task."""
+        with self._cond:
+            return frozenset(self.domains)
+
+    def wait_until_clients_saw_end(self, timeout_s: float) -> None:
+        """Wait until every joined domain fetched DONE or ABORT, or the timeout."""
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while not all(r.saw_end for r in self.domains.values()):
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return
+                self._cond.wait(min(remaining, 1.0))

@@ -1,0 +1,174 @@
+"""Command line of the coordinator: `fedcdr-coordinator run` and `certs`.
+
+Exit codes: 0 the run finished, 1 the run was aborted (for example a missed
+quorum), 2 invalid command line, configuration or certificate files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from common import tls
+from common.atomic import write_text_atomic
+from common.config import ConfigError, CoordinatorConfig, TLSConfig, load_toml
+from common.pb import federation_pb2_grpc as pb_grpc
+from common.tensors import MAX_MESSAGE_BYTES
+from server.federation import Federation, QuorumError
+from server.report import format_table
+from server.rounds import RoundLoop
+from server.servicer import CoordinatorServicer
+
+logger = logging.getLogger("server")
+
+EXIT_OK = 0
+EXIT_ABORTED = 1
+EXIT_USAGE = 2
+SERVICE_NAME = "fedcdr.v1.Coordinator"
+# How long a finished coordinator keeps serving so every client learns the end.
+END_GRACE_S = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedcdr-coordinator", description="fedcdr federation coordinator"
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve one federated training run")
+    run.add_argument("--config", type=Path, required=True, help="coordinator TOML file")
+    run.add_argument("--listen", help="address to bind, overrides `listen`")
+    run.add_argument("--state-dir", type=Path, help="overrides `state_dir`")
+    run.add_argument(
+        "--port-file",
+        type=Path,
+        help="write the bound host:port here once serving (useful with port 0)",
+    )
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without TLS and trust the domain each request names (tests only)",
+    )
+
+    certs = commands.add_parser(
+        "certs", help="create a CA, the coordinator certificate and domain certificates"
+    )
+    certs.add_argument("--out", type=Path, required=True, help="output directory")
+    certs.add_argument(
+        "--domains", required=True, help="comma-separated domain names, e.g. a,b,c"
+    )
+    certs.add_argument(
+        "--hostname",
+        action="append",
+        help="name or IP clients dial the coordinator by; repeatable "
+        "(default: localhost and 127.0.0.1)",
+    )
+    certs.add_argument("--days", type=int, default=365, help="validity in days (365)")
+    certs.add_argument(
+        "--force", action="store_true", help="replace an existing certificate set"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "certs":
+            return _certs(args)
+        return _run(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+        logger.error("%s", error)
+        return EXIT_USAGE
+
+
+def _certs(args: argparse.Namespace) -> int:
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    hostnames = args.hostname or ["localhost", "127.0.0.1"]
+    created = tls.create_certificates(
+        args.out, domains, hostnames=hostnames, days=args.days, overwrite=args.force
+    )
+    print(f"created a CA and certificates for coordinator and {', '.join(domains)}")
+    print(f"  {created.root}")
+    return EXIT_OK
+
+
+def _load_config(args: argparse.Namespace) -> CoordinatorConfig:
+    config = load_toml(CoordinatorConfig, args.config)
+    changes: dict[str, object] = {}
+    if args.listen:
+        changes["listen"] = args.listen
+    if args.state_dir:
+        changes["state_dir"] = args.state_dir
+    if args.insecure:
+        changes["tls"] = TLSConfig(insecure=True)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    federation = Federation(config)
+    server, health_servicer, address = _start_server(config, federation)
+    if args.port_file:
+        write_text_atomic(args.port_file, address + "\n")
+    logger.info("run=%s serving on %s domains=%s", config.run_id, address, config.domains)
+
+    code = EXIT_OK
+    try:
+        summary = RoundLoop(config, federation).run()
+        print(format_table(summary), flush=True)
+    except QuorumError:
+        code = EXIT_ABORTED
+    finally:
+        federation.wait_until_clients_saw_end(END_GRACE_S)
+        health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        server.stop(grace=5).wait()
+    logger.info("run=%s ended exit_code=%d", config.run_id, code)
+    return code
+
+
+def _start_server(
+    config: CoordinatorConfig, federation: Federation
+) -> tuple[grpc.Server, health.HealthServicer, str]:
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=options)
+    pb_grpc.add_CoordinatorServicer_to_server(
+        CoordinatorServicer(federation, insecure=config.tls.insecure), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+    host = config.listen.rsplit(":", 1)[0]
+    if config.tls.insecure:
+        logger.warning(
+            "serving WITHOUT TLS: any client can claim any domain; use only for tests"
+        )
+        port = server.add_insecure_port(config.listen)
+    else:
+        credentials = tls.server_credentials(*config.tls.files())
+        port = server.add_secure_port(config.listen, credentials)
+    if port == 0:
+        raise ValueError(f"cannot bind listen address {config.listen!r}; is it in use?")
+    server.start()
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer, f"{host}:{port}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

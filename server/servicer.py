@@ -1,0 +1,192 @@
+"""gRPC servicer of the coordinator: validate each request, delegate, map errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from typing import NoReturn
+
+import grpc
+
+from common import tls
+from common.pb import federation_pb2 as pb
+from common.pb import federation_pb2_grpc as pb_grpc
+from common.runconfig import PROTOCOL_VERSION, run_config_to_proto
+from common.tensors import MAX_PAYLOAD_BYTES, tensor_chunks
+from server.federation import (
+    DuplicateError,
+    Federation,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ProtocolError,
+    WrongStageError,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATUS = {
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    WrongStageError: grpc.StatusCode.FAILED_PRECONDITION,
+    DuplicateError: grpc.StatusCode.ALREADY_EXISTS,
+}
+
+
+def abort_with(context: grpc.ServicerContext, error: ProtocolError) -> NoReturn:
+    """End the RPC with the status code that matches ``error``'s class."""
+    code = _STATUS.get(type(error), grpc.StatusCode.FAILED_PRECONDITION)
+    logger.warning("rejected request: %s: %s", code.name, error)
+    context.abort(code, str(error))
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    """Serves one run's :class:`Federation` to its domain clients.
+
+    Parameters
+    ----------
+    federation
+        The run state.
+    insecure
+        True when the server has no TLS; the domain named in a request is then
+        trusted as it is. Only tests and explicit local runs use this.
+    """
+
+    def __init__(self, federation: Federation, insecure: bool = False) -> None:
+        self._federation = federation
+        self._insecure = insecure
+
+    def _caller(self, context: grpc.ServicerContext, domain: str) -> str:
+        """Return the domain the caller proves to be, checking the request's claim."""
+        if not domain:
+            raise InvalidRequestError("domain is empty; set it to your domain name")
+        if self._insecure:
+            return domain
+        identity = tls.peer_identity(context)
+        if identity is None:
+            raise PermissionDeniedError("a client certificate is required")
+        if identity != domain:
+            raise PermissionDeniedError(
+                f"the client certificate is for domain {identity!r}, "
+                f"but the request names {domain!r}"
+            )
+        return identity
+
+    def _check_run(self, run_id: str) -> None:
+        if run_id != self._federation.config.run_id:
+            raise InvalidRequestError(
+                f"run_id {run_id!r} does not match this coordinator's run "
+                f"{self._federation.config.run_id!r}; join again"
+            )
+
+    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            if request.protocol_version != PROTOCOL_VERSION:
+                raise InvalidRequestError(
+                    f"protocol_version {request.protocol_version} is not supported; "
+                    f"this coordinator speaks version {PROTOCOL_VERSION}"
+                )
+            if request.stats.n_items <= 0 or request.stats.n_users <= 0:
+                raise InvalidRequestError(
+                    "stats.n_users and stats.n_items must be positive, got "
+                    f"{request.stats.n_users} and {request.stats.n_items}"
+                )
+            self._federation.join(domain, request.stats)
+        except ProtocolError as error:
+            abort_with(context, error)
+        config = self._federation.config
+        return pb.JoinResponse(
+            run_id=config.run_id, config=run_config_to_proto(config.model, config.train)
+        )
+
+    def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.ServicerContext
+    ) -> pb.GetTaskResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            return self._federation.next_task(domain)
+        except ProtocolError as error:
+            abort_with(context, error)
+
+    def Download(
+        self, request: pb.DownloadRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.TensorChunk]:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            manifest, payload = self._federation.download(domain, request.task_id)
+        except ProtocolError as error:
+            abort_with(context, error)
+        logger.debug(
+            "download task=%s domain=%s bytes=%d", request.task_id, domain, len(payload)
+        )
+        yield from tensor_chunks(manifest, payload)
+
+    def Upload(
+        self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
+    ) -> pb.UploadResponse:
+        try:
+            header, payload = _read_upload(request_iterator)
+            domain = self._caller(context, header.domain)
+            self._check_run(header.run_id)
+            self._federation.upload(domain, header.task_id, header.encoding, payload)
+        except _TooLargeError as error:
+            logger.warning("rejected request: RESOURCE_EXHAUSTED: %s", error)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        except ProtocolError as error:
+            abort_with(context, error)
+        return pb.UploadResponse(received_bytes=len(payload))
+
+    def ReportMetrics(
+        self, request: pb.ReportMetricsRequest, context: grpc.ServicerContext
+    ) -> pb.ReportMetricsResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            self._federation.report(domain, request)
+        except ProtocolError as error:
+            abort_with(context, error)
+        return pb.ReportMetricsResponse()
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def _read_upload(chunks: Iterator[pb.UploadChunk]) -> tuple[pb.UploadHeader, bytes]:
+    """Read an upload stream: one header, then ``header.count`` data chunks."""
+    first = next(chunks, None)
+    if first is None or first.WhichOneof("content") != "header":
+        raise InvalidRequestError("an upload stream must start with its header")
+    header = first.header
+    if header.total_bytes > MAX_PAYLOAD_BYTES:
+        raise _TooLargeError(
+            f"upload of {header.total_bytes} bytes exceeds the limit of "
+            f"{MAX_PAYLOAD_BYTES} bytes"
+        )
+    parts = []
+    size = 0
+    for index, chunk in enumerate(chunks):
+        if chunk.WhichOneof("content") != "data":
+            raise InvalidRequestError(f"message {index + 1} of the upload is not data")
+        size += len(chunk.data)
+        if size > header.total_bytes:
+            raise InvalidRequestError(
+                f"upload sent more than the {header.total_bytes} bytes its header says"
+            )
+        parts.append(chunk.data)
+    if len(parts) != header.count:
+        raise InvalidRequestError(
+            f"upload sent {len(parts)} data chunks; its header says {header.count}"
+        )
+    payload = b"".join(parts)
+    if len(payload) != header.total_bytes:
+        raise InvalidRequestError(
+            f"upload sent {len(payload)} bytes; its header says {header.total_bytes}"
+        )
+    if hashlib.sha256(payload).digest() != header.sha256:
+        raise InvalidRequestError("upload SHA-256 does not match its header")
+    return header, payload

@@ -1,0 +1,155 @@
+"""The coordinator's gRPC servicer on a real server bound to 127.0.0.1 port 0."""
+
+import hashlib
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+
+from common.config import CoordinatorConfig, TLSConfig
+from common.pb import federation_pb2 as pb
+from common.pb import federation_pb2_grpc as pb_grpc
+from common.runconfig import PROTOCOL_VERSION
+from common.tensors import assemble_tensor_chunks, pack_arrays
+from server.aggregation import PlainSumAggregator
+from server.federation import Federation, Task
+from server.servicer import CoordinatorServicer
+
+STATS = pb.DomainStats(n_users=10, n_items=20, n_interactions=100)
+
+
+@pytest.fixture
+def served():
+    config = CoordinatorConfig(
+        run_id="run", domains=("a", "b"), tls=TLSConfig(insecure=True)
+    )
+    federation = Federation(config)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_CoordinatorServicer_to_server(
+        CoordinatorServicer(federation, insecure=True), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.CoordinatorStub(channel)
+    stub.Join(pb.JoinRequest(domain="a", protocol_version=PROTOCOL_VERSION, stats=STATS))
+    yield federation, stub
+    channel.close()
+    server.stop(grace=None)
+
+
+def _publish(federation: Federation, length: int = 4) -> Task:
+    task = Task(
+        kind=pb.TASK_KIND_TRAIN,
+        task_id="train-1",
+        participants=federation.active_domains(),
+        vector_length=length,
+        download=pack_arrays({"w": np.arange(300_000, dtype=np.float32)}),
+        aggregator=PlainSumAggregator(length),
+        round=1,
+    )
+    federation._task = task
+    return task
+
+
+def _upload_messages(payload: bytes, count=None, sha=None, run_id="run", pieces=None):
+    pieces = pieces if pieces is not None else [payload[:16], payload[16:]]
+    header = pb.UploadHeader(
+        domain="a",
+        run_id=run_id,
+        task_id="train-1",
+        encoding="float64-le",
+        total_bytes=len(payload),
+        count=len(pieces) if count is None else count,
+        sha256=hashlib.sha256(payload).digest() if sha is None else sha,
+    )
+    yield pb.UploadChunk(header=header)
+    for piece in pieces:
+        yield pb.UploadChunk(data=piece)
+
+
+def test_join_rejects_wrong_protocol_version(served):
+    _, stub = served
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Join(pb.JoinRequest(domain="b", protocol_version=99, stats=STATS))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "protocol_version 99" in caught.value.details()
+
+
+def test_join_rejects_unlisted_domain(served):
+    _, stub = served
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Join(pb.JoinRequest(domain="x", protocol_version=PROTOCOL_VERSION, stats=STATS))
+
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_download_streams_task_state(served):
+    federation, stub = served
+    _publish(federation)
+
+    arrays = assemble_tensor_chunks(
+        stub.Download(pb.DownloadRequest(domain="a", run_id="run", task_id="train-1"))
+    )
+
+    np.testing.assert_array_equal(arrays["w"], np.arange(300_000, dtype=np.float32))
+
+
+def test_upload_accepted_then_duplicate(served):
+    federation, stub = served
+    task = _publish(federation)
+    payload = np.array([1, 2, 3, 4], dtype="<f8").tobytes()
+
+    response = stub.Upload(_upload_messages(payload))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Upload(_upload_messages(payload))
+
+    assert response.received_bytes == 32
+    np.testing.assert_array_equal(task.aggregator.total(), [1, 2, 3, 4])
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "message"),
+    [
+        ({"count": 5}, grpc.StatusCode.INVALID_ARGUMENT, "header says 5"),
+        ({"sha": b"x" * 32}, grpc.StatusCode.INVALID_ARGUMENT, "SHA-256"),
+        ({"run_id": "other"}, grpc.StatusCode.INVALID_ARGUMENT, "run_id 'other'"),
+    ],
+)
+def test_upload_rejects_malformed_stream(served, kwargs, code, message):
+    federation, stub = served
+    _publish(federation)
+    payload = np.array([1, 2, 3, 4], dtype="<f8").tobytes()
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Upload(_upload_messages(payload, **kwargs))
+
+    assert caught.value.code() == code
+    assert message in caught.value.details()
+
+
+def test_upload_rejects_wrong_vector_length(served):
+    federation, stub = served
+    _publish(federation, length=5)
+    payload = np.array([1, 2, 3, 4], dtype="<f8").tobytes()
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Upload(_upload_messages(payload))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expects 5 float64 values" in caught.value.details()
+
+
+def test_upload_without_header_is_invalid(served):
+    _, stub = served
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Upload(iter([pb.UploadChunk(data=b"abc")]))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must start with its header" in caught.value.details()
