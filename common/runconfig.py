@@ -24,10 +24,13 @@ def run_config_from_proto(message: pb.RunConfig) -> tuple[ModelConfig, TrainConf
     ConfigError
         When the coordinator sent settings that fail validation.
     """
+
     def pick(cls: type) -> dict[str, object]:
         return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
 
     try:
         return ModelConfig(**pick(ModelConfig)), TrainConfig(**pick(TrainConfig))
     except ConfigError as error:
-        raise ConfigError(f"the coordinator sent an invalid run config: {error}") from None
+        raise ConfigError(
+            f"the coordinator sent an invalid run config: {error}"
+        ) from None

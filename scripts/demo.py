@@ -48,8 +48,7 @@ def write_configs(out: Path, domains: list[str], dataset: str) -> None:
         'cert = "certs/coordinator/cert.pem"\n'
         'key = "certs/coordinator/key.pem"\n'
         "\n[timeouts]\njoin_s = 120\nround_s = 600\nreport_s = 900\n"
-        "\n[train]\n"
-        + "".join(f"{k} = {v}\n" for k, v in schedule.items())
+        "\n[train]\n" + "".join(f"{k} = {v}\n" for k, v in schedule.items())
     )
     for domain in domains:
         folder = out / "clients" / domain
@@ -92,17 +91,33 @@ def main() -> int:
     print(
         run_step(
             f"building {args.domains} {args.dataset} domains",
-            [str(BIN / "fedcdr-client"), "datasets", "movielens", "--variant",
-             args.dataset, "--domains", str(args.domains), "--out",
-             str(out / "data"), "--force"],
+            [
+                str(BIN / "fedcdr-client"),
+                "datasets",
+                "movielens",
+                "--variant",
+                args.dataset,
+                "--domains",
+                str(args.domains),
+                "--out",
+                str(out / "data"),
+                "--force",
+            ],
         ),
         end="",
     )
     domains = sorted(p.name for p in (out / "data").iterdir() if p.is_dir())
     run_step(
         "creating a CA and certificates",
-        [str(BIN / "fedcdr-coordinator"), "certs", "--out", str(out / "certs"),
-         "--domains", ",".join(domains), "--force"],
+        [
+            str(BIN / "fedcdr-coordinator"),
+            "certs",
+            "--out",
+            str(out / "certs"),
+            "--domains",
+            ",".join(domains),
+            "--force",
+        ],
     )
     write_configs(out, domains, args.dataset)
 
@@ -112,9 +127,18 @@ def main() -> int:
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     coordinator_log = (logs / "coordinator.log").open("w")
     coordinator = subprocess.Popen(
-        [str(BIN / "fedcdr-coordinator"), "run", "--config",
-         str(out / "coordinator.toml"), "--port-file", str(port_file)],
-        stdout=subprocess.PIPE, stderr=coordinator_log, text=True, env=environment,
+        [
+            str(BIN / "fedcdr-coordinator"),
+            "run",
+            "--config",
+            str(out / "coordinator.toml"),
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=coordinator_log,
+        text=True,
+        env=environment,
     )
     clients = {}
     try:
@@ -122,12 +146,21 @@ def main() -> int:
         for domain in domains:
             log = (logs / f"client-{domain}.log").open("w")
             clients[domain] = subprocess.Popen(
-                [str(BIN / "fedcdr-client"), "run", "--config",
-                 str(out / "clients" / domain / "client.toml"),
-                 "--coordinator", address],
-                stdout=log, stderr=subprocess.STDOUT, env=environment,
+                [
+                    str(BIN / "fedcdr-client"),
+                    "run",
+                    "--config",
+                    str(out / "clients" / domain / "client.toml"),
+                    "--coordinator",
+                    address,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
             )
         table, _ = coordinator.communicate()
+        for process in clients.values():
+            process.wait(timeout=60)
     finally:
         for process in [coordinator, *clients.values()]:
             if process.poll() is None:
@@ -137,7 +170,9 @@ def main() -> int:
 
     failed = {d: p.returncode for d, p in clients.items() if p.returncode != 0}
     if coordinator.returncode != 0 or failed:
-        print(f"the coordinator exited with {coordinator.returncode}; clients: {failed}")
+        print(
+            f"the coordinator exited with {coordinator.returncode}; clients: {failed}"
+        )
         print(f"see the logs in {logs}")
         return 1
 

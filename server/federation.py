@@ -153,7 +153,9 @@ class Federation:
             )
         with self._cond:
             if self._stage in (Stage.DONE, Stage.ABORTED):
-                raise WrongStageError(f"run {self.config.run_id} is {self._stage.value}")
+                raise WrongStageError(
+                    f"run {self.config.run_id} is {self._stage.value}"
+                )
             rejoin = domain in self.domains
             previous = self.domains.get(domain)
             record = DomainRecord(stats=stats)
@@ -194,7 +196,11 @@ class Federation:
             self._cond.notify_all()
             return pb.GetTaskResponse(kind=pb.TASK_KIND_DONE)
         task = self._task
-        if task is None or domain not in task.participants or domain in task.uploaded:
+        if (
+            task is None
+            or domain not in task.participants
+            or domain in self._completed(task)
+        ):
             return pb.GetTaskResponse(kind=pb.TASK_KIND_WAIT)
         return task.view()
 

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import tls
 from common.atomic import write_text_atomic
+from common.certs import create_certificates
 from common.config import ConfigError, CoordinatorConfig, TLSConfig, load_toml
 from common.pb import federation_pb2_grpc as pb_grpc
 from common.tensors import MAX_MESSAGE_BYTES
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 def _certs(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     hostnames = args.hostname or ["localhost", "127.0.0.1"]
-    created = tls.create_certificates(
+    created = create_certificates(
         args.out, domains, hostnames=hostnames, days=args.days, overwrite=args.force
     )
     print(f"created a CA and certificates for coordinator and {', '.join(domains)}")
@@ -123,7 +124,9 @@ def _run(args: argparse.Namespace) -> int:
     server, health_servicer, address = _start_server(config, federation)
     if args.port_file:
         write_text_atomic(args.port_file, address + "\n")
-    logger.info("run=%s serving on %s domains=%s", config.run_id, address, config.domains)
+    logger.info(
+        "run=%s serving on %s domains=%s", config.run_id, address, config.domains
+    )
 
     code = EXIT_OK
     try:

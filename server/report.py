@@ -126,7 +126,9 @@ def write_reports(out_dir: Path, domains: Mapping[str, DomainRecord]) -> dict[st
     rounds = history(domains)
     write_text_atomic(out_dir / "history.json", json.dumps(rounds, indent=2) + "\n")
     write_bytes_atomic(out_dir / "validation_ndcg.png", plot_validation(rounds))
-    logger.info("wrote metrics.json, history.json and validation_ndcg.png to %s", out_dir)
+    logger.info(
+        "wrote metrics.json, history.json and validation_ndcg.png to %s", out_dir
+    )
     return summary
 
 

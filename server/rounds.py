@@ -188,7 +188,11 @@ class RoundLoop:
     def _checkpoint(
         self, round_index: int, centroids: np.ndarray, weights: dict[str, np.ndarray]
     ) -> Path:
-        path = self.config.state_dir / "checkpoints" / f"round-{round_index:04d}.safetensors"
+        path = (
+            self.config.state_dir
+            / "checkpoints"
+            / f"round-{round_index:04d}.safetensors"
+        )
         data = save_safetensors(
             _download_state(centroids, weights),
             metadata={"run_id": self.config.run_id, "round": str(round_index)},

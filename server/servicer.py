@@ -80,7 +80,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 f"{self._federation.config.run_id!r}; join again"
             )
 
-    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
+    def Join(
+        self, request: pb.JoinRequest, context: grpc.ServicerContext
+    ) -> pb.JoinResponse:
         try:
             domain = self._caller(context, request.domain)
             if request.protocol_version != PROTOCOL_VERSION:

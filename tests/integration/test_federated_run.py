@@ -86,7 +86,14 @@ def federated_run(tmp_path_factory):
         _write_domain(data, domain, seed)
     certs = root / "certs"
     subprocess.run(
-        [BIN / "fedcdr-coordinator", "certs", "--out", certs, "--domains", ",".join(DOMAINS)],
+        [
+            BIN / "fedcdr-coordinator",
+            "certs",
+            "--out",
+            certs,
+            "--domains",
+            ",".join(DOMAINS),
+        ],
         check=True,
         capture_output=True,
     )
@@ -102,8 +109,16 @@ def federated_run(tmp_path_factory):
     audit_log = root / "coordinator-audit.log"
     address_file = root / "coordinator.address"
     coordinator = subprocess.Popen(
-        [sys.executable, HERE / "audited_coordinator.py", audit_log, "run", "--config",
-         root / "coordinator" / "coordinator.toml", "--port-file", address_file],
+        [
+            sys.executable,
+            HERE / "audited_coordinator.py",
+            audit_log,
+            "run",
+            "--config",
+            root / "coordinator" / "coordinator.toml",
+            "--port-file",
+            address_file,
+        ],
         cwd=root / "coordinator",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -116,19 +131,35 @@ def federated_run(tmp_path_factory):
         config = root / "clients" / domain / "client.toml"
         _client_config(config, domain, data / domain, certs / "domains" / domain)
         clients[domain] = subprocess.Popen(
-            [BIN / "fedcdr-client", "run", "--config", config, "--coordinator", address],
+            [
+                BIN / "fedcdr-client",
+                "run",
+                "--config",
+                config,
+                "--coordinator",
+                address,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
     stranger_config = root / "clients" / "stranger" / "client.toml"
     _client_config(
-        stranger_config, "books", data / "books", strangers / "domains" / "books",
+        stranger_config,
+        "books",
+        data / "books",
+        strangers / "domains" / "books",
         connect_timeout_s=3.0,
     )
     stranger = subprocess.run(
-        [BIN / "fedcdr-client", "run", "--config", stranger_config,
-         "--coordinator", address],
+        [
+            BIN / "fedcdr-client",
+            "run",
+            "--config",
+            stranger_config,
+            "--coordinator",
+            address,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -151,7 +182,9 @@ def federated_run(tmp_path_factory):
 
 
 def test_run_completes_every_process(federated_run):
-    assert federated_run["coordinator"].returncode == 0, federated_run["coordinator_log"]
+    assert federated_run["coordinator"].returncode == 0, federated_run[
+        "coordinator_log"
+    ]
     for domain, process in federated_run["clients"].items():
         assert process.returncode == 0, federated_run["client_logs"][domain]
 
@@ -180,7 +213,12 @@ def test_run_writes_metrics_table_and_checkpoints(federated_run):
     assert sorted(metrics) == sorted(DOMAINS)
     for domain in DOMAINS:
         for model in ("federated", "local_only"):
-            assert set(metrics[domain][model]) >= {"recall@10", "ndcg@10", "recall@50", "ndcg@50"}
+            assert set(metrics[domain][model]) >= {
+                "recall@10",
+                "ndcg@10",
+                "recall@50",
+                "ndcg@50",
+            }
         assert domain in federated_run["table"]
     assert [p.name for p in checkpoints] == [
         f"round-{r:04d}.safetensors" for r in range(1, ROUNDS + 1)
@@ -190,7 +228,9 @@ def test_run_writes_metrics_table_and_checkpoints(federated_run):
 
 def test_client_saves_its_best_model(federated_run):
     for domain in DOMAINS:
-        assert (federated_run["root"] / "clients" / domain / "model.safetensors").exists()
+        assert (
+            federated_run["root"] / "clients" / domain / "model.safetensors"
+        ).exists()
 
 
 def test_coordinator_never_reads_domain_data(federated_run):
@@ -208,3 +248,8 @@ def test_client_with_certificate_from_other_ca_is_rejected(federated_run):
     assert stranger.returncode == 3, stranger.stdout + stranger.stderr
     assert "unreachable" in stranger.stderr or "failed" in stranger.stderr
     assert federated_run["coordinator_log"].count("domain joined domain=books") == 1
+
+
+def test_each_client_trains_local_only_baseline_once(federated_run):
+    for domain, log in federated_run["client_logs"].items():
+        assert log.count("training the local-only baseline") == 1, domain

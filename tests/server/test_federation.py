@@ -105,7 +105,9 @@ def test_task_sums_uploads_of_all_participants():
         federation.join(domain, STATS)
     task = _train_task(federation)
     result = {}
-    loop = threading.Thread(target=lambda: result.update(done=federation.run_task(task, 5)))
+    loop = threading.Thread(
+        target=lambda: result.update(done=federation.run_task(task, 5))
+    )
 
     loop.start()
     for index, domain in enumerate("abc"):
@@ -211,5 +213,26 @@ def test_report_rejects_unknown_model_and_round():
     with pytest.raises(InvalidRequestError, match="round 99 is outside"):
         federation.report(
             "a",
-            pb.ReportMetricsRequest(model="federated", rounds=[pb.RoundMetrics(round=99)]),
+            pb.ReportMetricsRequest(
+                model="federated", rounds=[pb.RoundMetrics(round=99)]
+            ),
         )
+
+
+def test_finish_task_not_repeated_after_final_reports():
+    federation = _federation()
+    federation.join("a", STATS)
+    federation._task = Task(
+        kind=pb.TASK_KIND_FINISH,
+        task_id="finish",
+        participants=frozenset({"a"}),
+        vector_length=0,
+        download=None,
+        aggregator=None,
+    )
+    assert federation.next_task("a", wait_s=0).kind == pb.TASK_KIND_FINISH
+
+    for model in ("federated", "local_only"):
+        federation.report("a", pb.ReportMetricsRequest(model=model, final=True))
+
+    assert federation.next_task("a", wait_s=0).kind == pb.TASK_KIND_WAIT

@@ -33,7 +33,9 @@ def served():
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.CoordinatorStub(channel)
-    stub.Join(pb.JoinRequest(domain="a", protocol_version=PROTOCOL_VERSION, stats=STATS))
+    stub.Join(
+        pb.JoinRequest(domain="a", protocol_version=PROTOCOL_VERSION, stats=STATS)
+    )
     yield federation, stub
     channel.close()
     server.stop(grace=None)
@@ -83,7 +85,9 @@ def test_join_rejects_unlisted_domain(served):
     _, stub = served
 
     with pytest.raises(grpc.RpcError) as caught:
-        stub.Join(pb.JoinRequest(domain="x", protocol_version=PROTOCOL_VERSION, stats=STATS))
+        stub.Join(
+            pb.JoinRequest(domain="x", protocol_version=PROTOCOL_VERSION, stats=STATS)
+        )
 
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
