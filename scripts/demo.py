@@ -21,8 +21,8 @@ BIN = Path(sys.executable).parent
 
 # Demo schedule per dataset: kept small enough for 10 minutes on 2 cores.
 SCHEDULES = {
-    "ml-100k": {"rounds": 20, "local_epochs": 1, "kmeans_iterations": 10},
-    "ml-1m": {"rounds": 10, "local_epochs": 1, "kmeans_iterations": 10},
+    "ml-100k": {"rounds": 20, "local_epochs": 5, "kmeans_iterations": 10},
+    "ml-1m": {"rounds": 10, "local_epochs": 3, "kmeans_iterations": 10},
 }
 
 

@@ -140,6 +140,7 @@ def plot_validation(rounds: Mapping[str, Any]) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
     for index, (domain, models) in enumerate(rounds.items()):
@@ -157,6 +158,7 @@ def plot_validation(rounds: Mapping[str, Any]) -> bytes:
                 markersize=3,
                 label=f"{domain} ({model.replace('_', '-')})",
             )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("round")
     axes.set_ylabel("validation NDCG@10")
     axes.set_title("Validation NDCG@10 by round")
