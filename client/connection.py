@@ -29,6 +29,10 @@ class RejectedError(RuntimeError):
     """The coordinator rejected this client; retrying will not help."""
 
 
+class StaleTaskError(RuntimeError):
+    """The task this client worked on is over, for example after a missed deadline."""
+
+
 class UnreachableError(RuntimeError):
     """The coordinator could not be reached before the connect timeout."""
 
@@ -70,6 +74,10 @@ class CoordinatorClient:
             except grpc.RpcError as error:
                 code = error.code()  # type: ignore[attr-defined]
                 detail = error.details()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.FAILED_PRECONDITION and what.startswith(
+                    ("Download", "Upload")
+                ):
+                    raise StaleTaskError(f"{what}: {detail}") from None
                 if code not in _TRANSIENT:
                     raise RejectedError(
                         f"{what} failed: {code.name}: {detail}"

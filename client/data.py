@@ -81,6 +81,10 @@ def find_domain_files(folder: Path) -> tuple[Path, Path]:
         or several domains, or lacks one of the two files.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(
+            folder, "is a file, not a folder; pass the folder of one domain"
+        )
     if not folder.is_dir():
         raise DataError(folder, "folder not found; pass the folder of one domain")
 
@@ -173,13 +177,15 @@ def load_domain(folder: Path, max_seq_len: int = 50, min_core: int = 5) -> Domai
     item_key = _sort_key(texts.keys())
     histories = _order_histories(users, items, times, item_key)
     n_users_before, n_items_before = len(histories), len(set(items))
+    if not histories:
+        raise DataError(inter_file, "contains no interactions; add interaction rows")
     histories = _filter_core(histories, min_core)
     if not histories:
         raise DataError(
             inter_file,
             f"no interactions remain after {min_core}-core filtering (before it: "
-            f"{n_users_before} users, {n_items_before} items); lower min_core or "
-            "add interactions",
+            f"{n_users_before} users, {n_items_before} items); every user and item "
+            f"needs at least {min_core} interactions, so add interactions",
         )
 
     data = _index_domain(

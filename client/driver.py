@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from client.baseline import train_local_only
-from client.connection import CoordinatorClient
+from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
 from client.session import MODEL_FILE, DomainModel, domain_seed, item_code_table
@@ -70,7 +70,15 @@ class DomainClient:
             handler = handlers.get(task.kind)
             if handler is None:
                 raise RunAbortedError(f"unknown task kind {task.kind}; upgrade fedcdr")
-            handler(task)
+            try:
+                handler(task)
+            except StaleTaskError as error:
+                logger.warning(
+                    "domain=%s task=%s is over, waiting for the next one: %s",
+                    self.config.domain,
+                    task.task_id,
+                    error,
+                )
 
     def _join(self) -> None:
         data = self.inputs.data

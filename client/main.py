@@ -16,7 +16,7 @@ from pathlib import Path
 import faiss
 import torch
 
-from common.config import ClientConfig, ConfigError, TLSConfig, load_toml
+from common.config import ClientConfig, ConfigError, load_toml
 
 logger = logging.getLogger("client")
 
@@ -30,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedcdr-client", description="fedcdr domain client"
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="logging level (INFO)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="take part in a federated run")
@@ -51,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     movielens.add_argument("--variant", choices=("ml-100k", "ml-1m"), default="ml-100k")
     movielens.add_argument(
-        "--domains", type=int, default=3, help="number of domains (3)"
+        "--domains",
+        type=int,
+        default=3,
+        choices=range(2, 9),
+        metavar="{2..8}",
+        help="number of domains (3)",
     )
     movielens.add_argument("--out", type=Path, required=True, help="output directory")
     movielens.add_argument(
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from client.connection import RejectedError, UnreachableError
@@ -83,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args)
         return _run(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as error:
+    except (ConfigError, DataError, OSError, ValueError) as error:
+        # Invalid configuration, data, certificates or paths: the message says which.
         logger.error("%s", error)
+        logger.debug("details", exc_info=True)
         return EXIT_USAGE
     except (RejectedError, UnreachableError) as error:
         logger.error("%s", error)
@@ -113,14 +126,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> ClientConfig:
-    config = load_toml(ClientConfig, args.config)
+    overrides = {"tls": {"insecure": True}} if args.insecure else None
+    config = load_toml(ClientConfig, args.config, overrides)
     changes: dict[str, object] = {}
     if args.coordinator:
         changes["coordinator"] = args.coordinator
-    if args.threads:
+    if args.threads is not None:
         changes["threads"] = args.threads
-    if args.insecure:
-        changes["tls"] = TLSConfig(insecure=True)
     return dataclasses.replace(config, **changes) if changes else config
 
 
@@ -133,12 +145,16 @@ def _run(args: argparse.Namespace) -> int:
     config = _load_config(args)
     torch.set_num_threads(config.threads)
     faiss.omp_set_num_threads(config.threads)
+    # Opening the channel reads and checks the TLS files before any slow work.
+    channel = open_channel(config)
     data = load_domain(config.data_dir)
     if data.name != config.domain:
         raise ConfigError(
             f"the data folder {config.data_dir} holds domain {data.name!r}, "
             f"but the config says domain = {config.domain!r}"
         )
+    if config.work_dir.exists() and not config.work_dir.is_dir():
+        raise ConfigError(f"work_dir {config.work_dir} is a file; set it to a folder")
     config.work_dir.mkdir(parents=True, exist_ok=True)
     embeddings = embed_items(data.item_texts, config.work_dir / "cache")
     inputs = DomainInputs(
@@ -152,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         data.n_interactions,
     )
 
-    with open_channel(config) as channel:
+    with channel:
         DomainClient(config, CoordinatorClient(config, channel), inputs).run()
     return EXIT_OK
 

@@ -360,7 +360,7 @@ def _check_targets(out_dir: Path, names: list[str], overwrite: bool) -> None:
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise FileExistsError(
                 f"{target} already exists and is not empty; remove it or pass "
-                "overwrite=True"
+                "--force (overwrite=True)"
             )
 
 
@@ -402,6 +402,9 @@ def _move_into_place(
 ) -> None:
     """Rename the staged domain folders into ``out_dir``, replacing old ones."""
     if not out_dir.exists():
+        # mkdtemp creates the staging folder with mode 0700; give the output the
+        # usual 0755 of a new folder.
+        os.chmod(staging, 0o755)
         os.rename(staging, out_dir)
         return
 

@@ -6,7 +6,6 @@ import datetime
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.atomic import fsync_directory, write_bytes_atomic
+from common.config import check_domain_name
 from common.tls import read_pem
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ CA_NAME = "fedcdr run CA"
 
 # Top-level entries of a certificate set. Other entries of out_dir are kept.
 _SET_ENTRIES = ("ca", "coordinator", "domains")
-_DOMAIN_PATTERN = re.compile(r"[a-z0-9_-]+")
+# Ten years; X.509 dates past 9999 overflow Python's datetime.
+MAX_DAYS = 3650
 # Certificates start this long before "now" so a peer whose clock is a few
 # minutes behind still accepts them.
 _CLOCK_SKEW = datetime.timedelta(minutes=5)
@@ -111,7 +112,7 @@ def create_certificates(
             raise FileExistsError(
                 f"{out_dir} already contains a certificate set "
                 f"({', '.join(existing)}); "
-                "pass overwrite=True (--force on the command line) to replace it, "
+                "pass --force (overwrite=True) to replace it, "
                 "or choose another directory"
             )
 
@@ -200,7 +201,7 @@ def add_domain_certificate(
     target = out_dir / "domains" / domain
     if target.exists() and not overwrite:
         raise FileExistsError(
-            f"certificate directory {target} already exists; pass overwrite=True "
+            f"certificate directory {target} already exists; pass --force (overwrite=True) "
             "(--force on the command line) to replace it, or choose another domain"
         )
 
@@ -246,23 +247,15 @@ def _check_domains(domains: Sequence[str]) -> None:
         raise ValueError("domains must contain at least one domain name")
     seen: set[str] = set()
     for name in domains:
-        if not isinstance(name, str) or not _DOMAIN_PATTERN.fullmatch(name):
-            raise ValueError(
-                f"invalid domain name {name!r}; use lowercase letters, digits, "
-                "'_' and '-' only"
-            )
-        if name == COORDINATOR_NAME:
-            raise ValueError(
-                f"invalid domain name {name!r}; it is reserved for the coordinator"
-            )
+        check_domain_name(name, "domain name")
         if name in seen:
             raise ValueError(f"duplicate domain name {name!r}; names must be unique")
         seen.add(name)
 
 
 def _check_days(days: int) -> None:
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ValueError(f"days must be a positive integer, got {days!r}")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be an integer from 1 to {MAX_DAYS}, got {days!r}")
 
 
 def _subject_alternative_names(hostnames: Sequence[str]) -> list[x509.GeneralName]:

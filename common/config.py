@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -15,6 +16,23 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the key."""
+
+
+# A domain name is a certificate common name, a file stem and a folder name.
+DOMAIN_NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
+RESERVED_NAMES = frozenset({"coordinator"})
+
+
+def check_domain_name(name: object, key: str = "domain") -> str:
+    """Return ``name`` if it is a valid domain name, else raise ConfigError."""
+    if not isinstance(name, str) or not DOMAIN_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"invalid {key} {name!r}: use 1 to 64 lowercase letters, digits, "
+            "'_' and '-'"
+        )
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"invalid {key} {name!r}: the name is reserved")
+    return name
 
 
 @dataclass(frozen=True)
@@ -173,6 +191,8 @@ class CoordinatorConfig:
             raise ConfigError("run_id must be a non-empty string")
         if not self.domains:
             raise ConfigError("domains must list at least one domain name")
+        for name in self.domains:
+            check_domain_name(name, "domain name in domains")
         if len(set(self.domains)) != len(self.domains):
             raise ConfigError(f"domains contains duplicates: {list(self.domains)}")
         quorum = self.min_domains or len(self.domains)
@@ -200,9 +220,9 @@ class ClientConfig:
     connect_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
-        if not self.domain:
-            raise ConfigError("domain must be a non-empty string")
-        _require_positive(self, "threads")
+        check_domain_name(self.domain)
+        if self.threads <= 0:
+            raise ConfigError(f"threads must be positive, got {self.threads}")
         if self.rpc_timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ConfigError("rpc_timeout_s and connect_timeout_s must be positive")
         self.tls.check("tls")
@@ -276,14 +296,23 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")
 
 
-def load_toml(cls: type[T], path: Path) -> T:
-    """Load dataclass ``cls`` from a TOML file; relative paths resolve against it."""
+def load_toml(cls: type[T], path: Path, overrides: dict[str, Any] | None = None) -> T:
+    """Load dataclass ``cls`` from a TOML file; relative paths resolve against it.
+
+    ``overrides`` (from command-line flags) are merged into the file's tables
+    before validation, so a flag can satisfy a check the file alone would fail.
+    """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
     try:
         config = from_dict(cls, data)
     except ConfigError as error:

@@ -96,6 +96,7 @@ class DomainRecord:
     reports: dict[str, dict[int, pb.RoundMetrics]] = field(default_factory=dict)
     final: set[str] = field(default_factory=set)
     saw_end: bool = False
+    dropped: bool = False
 
 
 class Federation:
@@ -175,7 +176,12 @@ class Federation:
         """Return the caller's next task, waiting up to ``wait_s`` for one."""
         deadline = self._clock() + wait_s
         with self._cond:
-            self._require_joined(domain)
+            record = self._require_joined(domain)
+            if record.dropped:
+                record.dropped = False
+                logger.info(
+                    "domain=%s is back and takes part from the next task", domain
+                )
             while True:
                 response = self._task_for(domain)
                 if response.kind != pb.TASK_KIND_WAIT:
@@ -328,11 +334,14 @@ class Federation:
                 self._cond.wait(min(remaining, 1.0))
             done = self._completed(task)
             self._task = None
+            late = sorted(task.participants - done)
+            for domain in late:
+                self.domains[domain].dropped = True
             self._cond.notify_all()
-        late = sorted(task.participants - done)
         if late:
             logger.warning(
-                "task=%s dropped domains %s after the %g s deadline",
+                "task=%s dropped domains %s after the %g s deadline; they rejoin "
+                "the next task once they ask for one",
                 task.task_id,
                 late,
                 deadline_s,
@@ -358,15 +367,15 @@ class Federation:
         return self._completed(task) == set(task.participants)
 
     def active_domains(self) -> frozenset[str]:
-        """Return the joined domains, the participants of the next task."""
+        """Return the joined domains not dropped, the participants of the next task."""
         with self._cond:
-            return frozenset(self.domains)
+            return frozenset(d for d, r in self.domains.items() if not r.dropped)
 
     def wait_until_clients_saw_end(self, timeout_s: float) -> None:
-        """Wait until every joined domain fetched DONE or ABORT, or the timeout."""
+        """Wait until every domain not dropped fetched DONE or ABORT, or the timeout."""
         deadline = self._clock() + timeout_s
         with self._cond:
-            while not all(r.saw_end for r in self.domains.values()):
+            while not all(r.saw_end or r.dropped for r in self.domains.values()):
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return

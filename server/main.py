@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from common import tls
 from common.atomic import write_text_atomic
 from common.certs import create_certificates
-from common.config import ConfigError, CoordinatorConfig, TLSConfig, load_toml
+from common.config import ConfigError, CoordinatorConfig, load_toml
 from common.pb import federation_pb2_grpc as pb_grpc
 from common.tensors import MAX_MESSAGE_BYTES
 from server.federation import Federation, QuorumError
@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedcdr-coordinator", description="fedcdr federation coordinator"
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="logging level (INFO)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="serve one federated training run")
@@ -82,15 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         if args.command == "certs":
             return _certs(args)
         return _run(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (ConfigError, OSError, ValueError) as error:
+        # Invalid configuration, certificates or paths: the message says which.
         logger.error("%s", error)
+        logger.debug("details", exc_info=True)
         return EXIT_USAGE
 
 
@@ -106,19 +114,20 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> CoordinatorConfig:
-    config = load_toml(CoordinatorConfig, args.config)
+    overrides = {"tls": {"insecure": True}} if args.insecure else None
+    config = load_toml(CoordinatorConfig, args.config, overrides)
     changes: dict[str, object] = {}
     if args.listen:
         changes["listen"] = args.listen
     if args.state_dir:
         changes["state_dir"] = args.state_dir
-    if args.insecure:
-        changes["tls"] = TLSConfig(insecure=True)
     return dataclasses.replace(config, **changes) if changes else config
 
 
 def _run(args: argparse.Namespace) -> int:
     config = _load_config(args)
+    if config.state_dir.exists() and not config.state_dir.is_dir():
+        raise ConfigError(f"state_dir {config.state_dir} is a file; set it to a folder")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     federation = Federation(config)
     server, health_servicer, address = _start_server(config, federation)
@@ -161,12 +170,19 @@ def _start_server(
         logger.warning(
             "serving WITHOUT TLS: any client can claim any domain; use only for tests"
         )
-        port = server.add_insecure_port(config.listen)
-    else:
-        credentials = tls.server_credentials(*config.tls.files())
-        port = server.add_secure_port(config.listen, credentials)
+    try:
+        if config.tls.insecure:
+            port = server.add_insecure_port(config.listen)
+        else:
+            credentials = tls.server_credentials(*config.tls.files())
+            port = server.add_secure_port(config.listen, credentials)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"cannot bind listen address {config.listen!r} ({error}); check that it "
+            "is host:port and that no other process uses the port"
+        ) from None
     if port == 0:
-        raise ValueError(f"cannot bind listen address {config.listen!r}; is it in use?")
+        raise ConfigError(f"cannot bind listen address {config.listen!r}")
     server.start()
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

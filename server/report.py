@@ -40,6 +40,11 @@ def summarize(domains: Mapping[str, DomainRecord]) -> dict[str, Any]:
             "items": record.stats.n_items,
             "interactions": record.stats.n_interactions,
         }
+        entry["completed"] = set(MODELS) <= record.final
+        if not entry["completed"]:
+            logger.warning(
+                "domain=%s sent no final report; its results are partial", name
+            )
         for model in MODELS:
             history = record.reports.get(model)
             if not history:
@@ -86,6 +91,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
     )
     rows = [header]
     for name, entry in summary.items():
+        if not entry.get("completed", True):
+            name = f"{name} (dropped)"
         fed = entry.get("federated", {})
         local = entry.get("local_only", {})
         gain = "-"

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from common.config import (
+    TLSConfig,
     ClientConfig,
     ConfigError,
     CoordinatorConfig,
@@ -94,3 +95,17 @@ def test_coordinator_config_checks_min_domains():
 def test_coordinator_config_rejects_duplicate_domains():
     with pytest.raises(ConfigError, match="duplicates"):
         CoordinatorConfig(run_id="r", domains=("a", "a"))
+
+
+def test_load_overrides_satisfy_checks(tmp_path):
+    path = _write(tmp_path, 'domain = "a"\ndata_dir = "d"\n')
+
+    config = load_toml(ClientConfig, path, {"tls": {"insecure": True}})
+
+    assert config.tls.insecure
+
+
+@pytest.mark.parametrize("name", ["Bad Name", "coordinator", "x" * 65, ""])
+def test_client_config_rejects_invalid_domain(name):
+    with pytest.raises(ConfigError, match="invalid domain"):
+        ClientConfig(domain=name, data_dir=Path("d"), tls=TLSConfig(insecure=True))

@@ -236,3 +236,25 @@ def test_finish_task_not_repeated_after_final_reports():
         federation.report("a", pb.ReportMetricsRequest(model=model, final=True))
 
     assert federation.next_task("a", wait_s=0).kind == pb.TASK_KIND_WAIT
+
+
+def test_dropped_domain_skips_tasks_until_it_asks_again():
+    federation = _federation(min_domains=2)
+    for domain in "abc":
+        federation.join(domain, STATS)
+    uploader = threading.Thread(
+        target=lambda: [
+            federation.next_task(d, wait_s=2)
+            and federation.upload(d, "train-1", "float64-le", _vector(1, 1, 1))
+            for d in "ab"
+        ]
+    )
+    uploader.start()
+    federation.run_task(_train_task(federation), deadline_s=1.0)
+    uploader.join(5)
+
+    assert federation.active_domains() == {"a", "b"}
+
+    federation.next_task("c", wait_s=0)
+
+    assert federation.active_domains() == {"a", "b", "c"}
