@@ -23,10 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 lint: $(STAMP)
 	$(BIN)/ruff check server client common tests scripts
+	$(BIN)/ruff format --check server client common tests scripts
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 proto: $(STAMP)
 	$(BIN)/python scripts/generate_proto.py

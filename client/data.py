@@ -119,8 +119,8 @@ def find_domain_files(folder: Path) -> tuple[Path, Path]:
     ((fmt, name), kinds) = next(iter(found.items()))
     inter_file = folder / (name + INTER_SUFFIXES[fmt])
     item_file = folder / (name + ITEM_SUFFIXES[fmt])
-    for path, kind in ((inter_file, "inter"), (item_file, "item")):
-        if kind not in kinds:
+    for path, file_kind in ((inter_file, "inter"), (item_file, "item")):
+        if file_kind not in kinds:
             raise DataError(path, "file not found; add it next to the other file")
     return inter_file, item_file
 

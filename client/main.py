@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import faiss
 import torch
@@ -128,7 +129,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _load_config(args: argparse.Namespace) -> ClientConfig:
     overrides = {"tls": {"insecure": True}} if args.insecure else None
     config = load_toml(ClientConfig, args.config, overrides)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if args.coordinator:
         changes["coordinator"] = args.coordinator
     if args.threads is not None:

@@ -281,10 +281,11 @@ def _group_genres(
     movies: dict[str, _Movie], volume: Counter[str], n_groups: int
 ) -> tuple[dict[str, int], list[str]]:
     """Assign each genre to the lightest group so far and name the groups."""
-    genre_volume: Counter[str] = Counter()
+    genre_volume: dict[str, float] = {}
     for item, movie in movies.items():
         for genre in movie.genres:
-            genre_volume[genre] += volume[item] / len(movie.genres)
+            share = volume[item] / len(movie.genres)
+            genre_volume[genre] = genre_volume.get(genre, 0.0) + share
 
     ordered = sorted(genre_volume, key=lambda g: (-genre_volume[g], g))
     if len(ordered) < n_groups:

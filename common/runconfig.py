@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from common.config import ConfigError, ModelConfig, TrainConfig
 from common.pb import federation_pb2 as pb
@@ -25,7 +26,7 @@ def run_config_from_proto(message: pb.RunConfig) -> tuple[ModelConfig, TrainConf
         When the coordinator sent settings that fail validation.
     """
 
-    def pick(cls: type) -> dict[str, object]:
+    def pick(cls: type) -> dict[str, Any]:
         return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
 
     try:

@@ -12,6 +12,7 @@ import logging
 import sys
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -116,7 +117,7 @@ def _certs(args: argparse.Namespace) -> int:
 def _load_config(args: argparse.Namespace) -> CoordinatorConfig:
     overrides = {"tls": {"insecure": True}} if args.insecure else None
     config = load_toml(CoordinatorConfig, args.config, overrides)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if args.listen:
         changes["listen"] = args.listen
     if args.state_dir:

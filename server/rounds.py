@@ -86,7 +86,8 @@ class RoundLoop:
         task_id: str,
         vector_length: int,
         download: dict[str, np.ndarray] | None,
-        **where: int,
+        round_index: int = 0,
+        step: int = 0,
     ) -> Task:
         return Task(
             kind=kind,
@@ -95,7 +96,8 @@ class RoundLoop:
             vector_length=vector_length,
             download=pack_arrays(download) if download is not None else None,
             aggregator=self._new_aggregator(vector_length) if vector_length else None,
-            **where,
+            round=round_index,
+            step=step,
         )
 
     def _aggregate(self, task: Task) -> np.ndarray:
@@ -154,7 +156,7 @@ class RoundLoop:
             f"train-{round_index}",
             n_values + 1,
             _download_state(centroids, weights),
-            round=round_index,
+            round_index=round_index,
         )
         total = self._aggregate(task)
         weight = total[-1]
@@ -181,7 +183,7 @@ class RoundLoop:
             "finish",
             0,
             _download_state(centroids, weights),
-            round=self.config.train.rounds,
+            round_index=self.config.train.rounds,
         )
         self.federation.run_task(task, self.config.timeouts.report_s)
 
