@@ -78,6 +78,14 @@ class CoordinatorClient:
                     ("Download", "Upload")
                 ):
                     raise StaleTaskError(f"{what}: {detail}") from None
+                if (
+                    code == grpc.StatusCode.UNAVAILABLE
+                    and "handshake" in str(detail).lower()
+                ):
+                    raise RejectedError(
+                        f"{what}: the TLS handshake with {self._config.coordinator} "
+                        f"failed ({detail}); check that tls.ca is the federation's CA"
+                    ) from None
                 if code not in _TRANSIENT:
                     raise RejectedError(
                         f"{what} failed: {code.name}: {detail}"
@@ -88,7 +96,9 @@ class CoordinatorClient:
                     raise UnreachableError(
                         f"{what}: coordinator {self._config.coordinator} unreachable "
                         f"for {self._config.connect_timeout_s:g} s ({code.name}: "
-                        f"{detail}); check the address and that it is running"
+                        f"{detail}); check the address and that it is running, and "
+                        "that tls.cert was issued by the federation's CA, because "
+                        "the coordinator closes connections from other CAs"
                     ) from None
                 sleep = delay * random.uniform(0.5, 1.5)
                 logger.info("%s: %s, retrying in %.1f s", what, code.name, sleep)

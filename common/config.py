@@ -162,10 +162,9 @@ class TimeoutConfig:
     join_s: float = 300.0
     round_s: float = 900.0
     report_s: float = 1800.0
-    rpc_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("join_s", "round_s", "report_s", "rpc_s"):
+        for name in ("join_s", "round_s", "report_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(
                     f"timeouts.{name} must be positive, got {getattr(self, name)}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
@@ -21,7 +22,9 @@ def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredential
         When a file is missing or invalid, or the key does not match the
         certificate (see :func:`read_pem`).
     """
-    ca_pem, cert_pem, key_pem = _read_credential_files(ca, cert, key)
+    ca_pem, cert_pem, key_pem = _read_credential_files(
+        ca, cert, key, ExtendedKeyUsageOID.SERVER_AUTH
+    )
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)],
         root_certificates=ca_pem,
@@ -37,7 +40,9 @@ def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredenti
     FileNotFoundError, ValueError
         As :func:`server_credentials`.
     """
-    ca_pem, cert_pem, key_pem = _read_credential_files(ca, cert, key)
+    ca_pem, cert_pem, key_pem = _read_credential_files(
+        ca, cert, key, ExtendedKeyUsageOID.CLIENT_AUTH
+    )
     return grpc.ssl_channel_credentials(
         root_certificates=ca_pem,
         private_key=key_pem,
@@ -111,7 +116,7 @@ def certificate_common_name(cert_pem: bytes) -> str:
 
 
 def _read_credential_files(
-    ca: Path, cert: Path, key: Path
+    ca: Path, cert: Path, key: Path, usage: x509.ObjectIdentifier
 ) -> tuple[bytes, bytes, bytes]:
     ca_pem = read_pem(ca, "tls.ca")
     cert_pem = read_pem(cert, "tls.cert")
@@ -132,5 +137,19 @@ def _read_credential_files(
         raise ValueError(
             f"tls.key file {key} does not belong to tls.cert file {cert}; "
             "use the key.pem from the same certificate directory"
+        )
+    try:
+        usages = certificate.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        ).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is not None and usage not in usages:
+        role = "server" if usage == ExtendedKeyUsageOID.SERVER_AUTH else "client"
+        raise ValueError(
+            f"tls.cert file {cert} is not valid for TLS {role} authentication "
+            f"(its extended key usage lacks {role}Auth); use the "
+            f"{'coordinator' if role == 'server' else 'domain'} certificate made "
+            "by `fedcdr-coordinator certs`"
         )
     return ca_pem, cert_pem, key_pem

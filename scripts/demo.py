@@ -178,7 +178,7 @@ def main() -> int:
 
     print(f"\nTest metrics at each model's best validation round ({args.dataset}):")
     print(table, end="")
-    print(f"\nwrote {out / 'metrics.json'} and {out / 'validation_ndcg.png'}")
+    print(f"\nwrote metrics.json, history.json and validation_ndcg.png to {out}")
     print(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
 

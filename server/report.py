@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,7 +69,8 @@ def history(domains: Mapping[str, DomainRecord]) -> dict[str, Any]:
                     "valid": dict(m.valid),
                     "test": dict(m.test),
                     "valid_loss": m.valid_loss,
-                    "train_loss": m.train_loss,
+                    # Round 0 has no training loss; JSON has no NaN.
+                    "train_loss": None if math.isnan(m.train_loss) else m.train_loss,
                 }
                 for m in (rounds[r] for r in sorted(rounds))
             ]

@@ -171,3 +171,21 @@ def test_server_credentials_mismatched_key(cert_set: CertificateSet) -> None:
             directory / "cert.pem",
             cert_set.domain_dirs["books"] / "key.pem",
         )
+
+
+def test_server_credentials_reject_client_certificate(cert_set):
+    domain = cert_set.domain_dirs["books"]
+
+    with pytest.raises(ValueError, match="not valid for TLS server authentication"):
+        tls.server_credentials(
+            domain / "ca.pem", domain / "cert.pem", domain / "key.pem"
+        )
+
+
+def test_channel_credentials_reject_server_certificate(cert_set):
+    coordinator = cert_set.coordinator_dir
+
+    with pytest.raises(ValueError, match="not valid for TLS client authentication"):
+        tls.channel_credentials(
+            coordinator / "ca.pem", coordinator / "cert.pem", coordinator / "key.pem"
+        )

@@ -53,14 +53,16 @@ def _coordinator_config(path: Path, certs: Path) -> None:
     )
 
 
-def _client_config(path: Path, domain: str, data: Path, bundle: Path, **extra) -> None:
+def _client_config(
+    path: Path, domain: str, data: Path, bundle: Path, ca: Path | None = None, **extra
+) -> None:
     lines = [
         f'domain = "{domain}"',
         f'data_dir = "{data}"',
         f'work_dir = "{path.parent}"',
         *(f"{k} = {v}" for k, v in extra.items()),
         "[tls]",
-        f'ca = "{bundle}/ca.pem"',
+        f'ca = "{ca or bundle / "ca.pem"}"',
         f'cert = "{bundle}/cert.pem"',
         f'key = "{bundle}/key.pem"',
     ]
@@ -143,27 +145,32 @@ def federated_run(tmp_path_factory):
             stderr=subprocess.STDOUT,
             text=True,
         )
-    stranger_config = root / "clients" / "stranger" / "client.toml"
-    _client_config(
-        stranger_config,
-        "books",
-        data / "books",
-        strangers / "domains" / "books",
-        connect_timeout_s=3.0,
-    )
-    stranger = subprocess.run(
-        [
-            BIN / "fedcdr-client",
-            "run",
-            "--config",
+    # One stranger trusts the federation's CA but holds a foreign certificate;
+    # the other also trusts only its own CA, so it rejects the coordinator.
+    strangers_run = {}
+    for name, ca in (("foreign-cert", certs / "ca" / "ca.pem"), ("foreign-ca", None)):
+        stranger_config = root / "clients" / name / "client.toml"
+        _client_config(
             stranger_config,
-            "--coordinator",
-            address,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+            "books",
+            data / "books",
+            strangers / "domains" / "books",
+            ca=ca,
+            connect_timeout_s=3.0,
+        )
+        strangers_run[name] = subprocess.run(
+            [
+                BIN / "fedcdr-client",
+                "run",
+                "--config",
+                stranger_config,
+                "--coordinator",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     outputs = {d: p.communicate(timeout=600)[0] for d, p in clients.items()}
     table, coordinator_log = coordinator.communicate(timeout=120)
@@ -176,7 +183,7 @@ def federated_run(tmp_path_factory):
         "table": table,
         "clients": clients,
         "client_logs": outputs,
-        "stranger": stranger,
+        "strangers": strangers_run,
         "audit_log": audit_log,
     }
 
@@ -243,10 +250,22 @@ def test_coordinator_never_reads_domain_data(federated_run):
 
 
 def test_client_with_certificate_from_other_ca_is_rejected(federated_run):
-    stranger = federated_run["stranger"]
+    stranger = federated_run["strangers"]["foreign-cert"]
 
     assert stranger.returncode == 3, stranger.stdout + stranger.stderr
-    assert "unreachable" in stranger.stderr or "failed" in stranger.stderr
+    assert "issued by the federation's CA" in stranger.stderr
+
+
+def test_client_trusting_other_ca_rejects_coordinator(federated_run):
+    stranger = federated_run["strangers"]["foreign-ca"]
+
+    # The client sees either a failed handshake or a closed connection; both
+    # messages point at the CA.
+    assert stranger.returncode == 3, stranger.stdout + stranger.stderr
+    assert "the federation's CA" in stranger.stderr
+
+
+def test_strangers_never_join(federated_run):
     assert federated_run["coordinator_log"].count("domain joined domain=books") == 1
 
 
