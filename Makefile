@@ -1,7 +1,7 @@
 # fedcdr: `make demo` runs a three-domain federation on MovieLens, `make test` runs the suite.
 # Both create .venv on first use and install the pinned dependencies into it.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedcdr-installed
