@@ -68,3 +68,39 @@ def test_certs_rejects_days_out_of_range(tmp_path, caplog):
 
     assert code == EXIT_USAGE
     assert "days must be an integer from 1 to 3650" in caplog.text
+
+
+def test_run_serves_health_then_aborts_without_domains(tmp_path):
+    import threading
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from server.main import EXIT_ABORTED, SERVICE_NAME
+
+    path = tmp_path / "coordinator.toml"
+    path.write_text(
+        'run_id = "r"\ndomains = ["a"]\nlisten = "127.0.0.1:0"\n'
+        "[tls]\ninsecure = true\n[timeouts]\njoin_s = 3\n"
+    )
+    address_file = tmp_path / "address"
+    result = {}
+    runner = threading.Thread(
+        target=lambda: result.update(
+            code=main(["run", "--config", str(path), "--port-file", str(address_file)])
+        )
+    )
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not address_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    with grpc.insecure_channel(address_file.read_text().strip()) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
+        )
+    runner.join(30)
+
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    assert result["code"] == EXIT_ABORTED
