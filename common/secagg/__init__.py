@@ -1,0 +1,1 @@
+"""Secure-aggregation primitives: pure functions over bytes and arrays, no I/O."""
