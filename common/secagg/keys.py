@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import datetime
 import hmac
 import os
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey,
     X25519PublicKey,
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 X25519_KEY_SIZE = 32
 SHARE_KEY_SIZE = 32
@@ -28,7 +24,6 @@ MAX_ROUND_INDEX = 2**64 - 1
 
 SHARE_ENCRYPTION_INFO = b"fedcdr/v1/share-encryption"
 _SHARE_AD_LABEL = b"fedcdr/v1/share"
-_ADVERTISEMENT_LABEL = b"fedcdr/v1/advertisement"
 _LOW_ORDER_MESSAGE = (
     "invalid peer public key: a low-order point gives an all-zero shared secret, "
     "so reject the peer's advertisement"
@@ -41,10 +36,6 @@ class KeyAgreementError(ValueError):
 
 class ShareDecryptionError(ValueError):
     """A share ciphertext failed authentication or is malformed."""
-
-
-class SignatureError(ValueError):
-    """A key advertisement, its certificate or its signature failed verification."""
 
 
 # Encoding
@@ -85,7 +76,7 @@ def round_salt(run_id: str, round_index: int) -> bytes:
         When ``run_id`` is not a non-empty string or ``round_index`` is not an
         integer from 0 to 2**64 - 1.
     """
-    _check_name(run_id, "run_id")
+    check_name(run_id, "run_id")
     if isinstance(round_index, bool) or not isinstance(round_index, int):
         raise TypeError(f"round_index must be an int, got {type(round_index).__name__}")
     if not 0 <= round_index <= MAX_ROUND_INDEX:
@@ -93,7 +84,7 @@ def round_salt(run_id: str, round_index: int) -> bytes:
     return encode_fields(run_id.encode(), round_index.to_bytes(8, "big"))
 
 
-def _check_name(value: object, name: str) -> str:
+def check_name(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     if not value:
@@ -101,7 +92,7 @@ def _check_name(value: object, name: str) -> str:
     return value
 
 
-def _check_bytes(value: object, name: str, size: int | None = None) -> bytes:
+def check_bytes(value: object, name: str, size: int | None = None) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
     if size is not None and len(value) != size:
@@ -145,7 +136,7 @@ def private_key_from_bytes(raw: bytes) -> X25519PrivateKey:
     ValueError
         When ``raw`` is not 32 bytes long.
     """
-    _check_bytes(raw, "raw", X25519_KEY_SIZE)
+    check_bytes(raw, "raw", X25519_KEY_SIZE)
     return X25519PrivateKey.from_private_bytes(raw)
 
 
@@ -200,9 +191,9 @@ def derive_key(secret: bytes, *, salt: bytes, info: bytes, length: int) -> bytes
     ValueError
         When ``length`` is not from 1 to 8160 (255 SHA-256 blocks).
     """
-    _check_bytes(secret, "secret")
-    _check_bytes(salt, "salt")
-    _check_bytes(info, "info")
+    check_bytes(secret, "secret")
+    check_bytes(salt, "salt")
+    check_bytes(info, "info")
     if isinstance(length, bool) or not isinstance(length, int):
         raise TypeError(f"length must be an int, got {type(length).__name__}")
     if not 1 <= length <= MAX_DERIVED_LENGTH:
@@ -237,8 +228,8 @@ def share_associated_data(
     return encode_fields(
         _SHARE_AD_LABEL,
         round_salt(run_id, round_index),
-        _check_name(sender, "sender").encode(),
-        _check_name(receiver, "receiver").encode(),
+        check_name(sender, "sender").encode(),
+        check_name(receiver, "receiver").encode(),
     )
 
 
@@ -256,9 +247,9 @@ def encrypt_share(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes
     ValueError
         When ``key`` is not 32 bytes.
     """
-    _check_bytes(key, "key", SHARE_KEY_SIZE)
-    _check_bytes(plaintext, "plaintext")
-    _check_bytes(associated_data, "associated_data")
+    check_bytes(key, "key", SHARE_KEY_SIZE)
+    check_bytes(plaintext, "plaintext")
+    check_bytes(associated_data, "associated_data")
     nonce = os.urandom(GCM_NONCE_SIZE)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, associated_data)
 
@@ -276,9 +267,9 @@ def decrypt_share(key: bytes, ciphertext: bytes, associated_data: bytes) -> byte
         When the ciphertext is too short, was modified, or was made with
         another key or associated data.
     """
-    _check_bytes(key, "key", SHARE_KEY_SIZE)
-    _check_bytes(ciphertext, "ciphertext")
-    _check_bytes(associated_data, "associated_data")
+    check_bytes(key, "key", SHARE_KEY_SIZE)
+    check_bytes(ciphertext, "ciphertext")
+    check_bytes(associated_data, "associated_data")
     if len(ciphertext) < GCM_NONCE_SIZE + GCM_TAG_SIZE:
         raise ShareDecryptionError(
             f"share ciphertext is {len(ciphertext)} bytes; at least "
@@ -291,181 +282,4 @@ def decrypt_share(key: bytes, ciphertext: bytes, associated_data: bytes) -> byte
         raise ShareDecryptionError(
             "share ciphertext failed authentication: it was modified, or the key "
             "or associated data differ from the sender's"
-        ) from error
-
-
-# Key advertisements
-
-
-def advertisement_bytes(
-    run_id: str,
-    round_index: int,
-    domain: str,
-    encryption_public: bytes,
-    mask_public: bytes,
-) -> bytes:
-    """Encode the two X25519 public keys that a domain advertises for a round.
-
-    ``encryption_public`` agrees the share encryption keys and ``mask_public``
-    the pairwise mask secrets. The result is the message that
-    :func:`sign_advertisement` signs.
-    """
-    return encode_fields(
-        _ADVERTISEMENT_LABEL,
-        round_salt(run_id, round_index),
-        _check_name(domain, "domain").encode(),
-        _check_bytes(encryption_public, "encryption_public", X25519_KEY_SIZE),
-        _check_bytes(mask_public, "mask_public", X25519_KEY_SIZE),
-    )
-
-
-def sign_advertisement(
-    identity_key: ec.EllipticCurvePrivateKey, message: bytes
-) -> bytes:
-    """Sign an advertisement with the domain's TLS key (ECDSA P-256, SHA-256).
-
-    Returns the DER-encoded signature.
-
-    Raises
-    ------
-    TypeError
-        When ``identity_key`` is not a P-256 private key or ``message`` is not bytes.
-    """
-    if not isinstance(identity_key, ec.EllipticCurvePrivateKey) or not isinstance(
-        identity_key.curve, ec.SECP256R1
-    ):
-        raise TypeError(
-            "identity_key must be an ECDSA P-256 private key, "
-            f"got {type(identity_key).__name__}"
-        )
-    _check_bytes(message, "message")
-    return identity_key.sign(message, ec.ECDSA(hashes.SHA256()))
-
-
-def verify_advertisement(
-    certificate_pem: bytes,
-    ca_pem: bytes,
-    expected_domain: str,
-    message: bytes,
-    signature: bytes,
-    *,
-    now: datetime.datetime | None = None,
-) -> None:
-    """Verify that ``expected_domain`` signed ``message``, or raise.
-
-    The certificate must be signed directly by the CA and valid at ``now``
-    (default: the current time). It must be a leaf client certificate whose key
-    usage allows digital signatures, with the subject CN ``expected_domain``.
-    The signature must then verify with the certificate's P-256 public key.
-
-    Raises
-    ------
-    TypeError
-        When an argument has the wrong type or ``now`` has no time zone.
-    ValueError
-        When ``ca_pem`` is not a PEM certificate.
-    SignatureError
-        When any of the checks above fails. The function never returns False.
-    """
-    _check_bytes(certificate_pem, "certificate_pem")
-    _check_bytes(ca_pem, "ca_pem")
-    _check_name(expected_domain, "expected_domain")
-    _check_bytes(message, "message")
-    _check_bytes(signature, "signature")
-    if now is None:
-        now = datetime.datetime.now(datetime.UTC)
-    elif not isinstance(now, datetime.datetime) or now.tzinfo is None:
-        raise TypeError("now must be a timezone-aware datetime")
-
-    try:
-        ca_certificate = x509.load_pem_x509_certificate(ca_pem)
-    except ValueError as error:
-        raise ValueError(f"ca_pem is not a PEM certificate: {error}") from error
-    try:
-        certificate = x509.load_pem_x509_certificate(certificate_pem)
-    except ValueError as error:
-        raise SignatureError(
-            f"certificate of domain {expected_domain!r} is not a PEM certificate"
-        ) from error
-
-    _check_issuer(certificate, ca_certificate, expected_domain)
-    _check_validity(certificate, expected_domain, now)
-    _check_usage(certificate, expected_domain)
-    _check_common_name(certificate, expected_domain)
-    _check_signature(certificate, expected_domain, message, signature)
-
-
-def _check_issuer(
-    certificate: x509.Certificate, ca_certificate: x509.Certificate, domain: str
-) -> None:
-    try:
-        certificate.verify_directly_issued_by(ca_certificate)
-    except (ValueError, TypeError, InvalidSignature) as error:
-        raise SignatureError(
-            f"certificate of domain {domain!r} is not signed by the run CA"
-        ) from error
-
-
-def _check_validity(
-    certificate: x509.Certificate, domain: str, now: datetime.datetime
-) -> None:
-    not_before = certificate.not_valid_before_utc
-    not_after = certificate.not_valid_after_utc
-    if not not_before <= now <= not_after:
-        raise SignatureError(
-            f"certificate of domain {domain!r} is valid from {not_before.isoformat()} "
-            f"to {not_after.isoformat()}, not at {now.isoformat()}"
-        )
-
-
-def _check_usage(certificate: x509.Certificate, domain: str) -> None:
-    # Domain certificates from common.certs are client leaves with
-    # digitalSignature. These checks keep the CA and the coordinator
-    # certificate from standing in for a domain.
-    extensions = certificate.extensions
-    try:
-        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
-        key_usage = extensions.get_extension_for_class(x509.KeyUsage).value
-        extended = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound as error:
-        raise SignatureError(
-            f"certificate of domain {domain!r} lacks the {error.oid.dotted_string} "
-            "extension of a domain certificate"
-        ) from error
-    if constraints.ca:
-        raise SignatureError(f"certificate of domain {domain!r} is a CA certificate")
-    if not key_usage.digital_signature:
-        raise SignatureError(
-            f"certificate of domain {domain!r} does not allow digital signatures"
-        )
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in extended:
-        raise SignatureError(
-            f"certificate of domain {domain!r} is not a client certificate"
-        )
-
-
-def _check_common_name(certificate: x509.Certificate, domain: str) -> None:
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    found = [attribute.value for attribute in names]
-    if found != [domain]:
-        raise SignatureError(
-            f"certificate subject CN is {found!r}; expected [{domain!r}]"
-        )
-
-
-def _check_signature(
-    certificate: x509.Certificate, domain: str, message: bytes, signature: bytes
-) -> None:
-    public_key = certificate.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-        public_key.curve, ec.SECP256R1
-    ):
-        raise SignatureError(
-            f"certificate of domain {domain!r} does not contain a P-256 public key"
-        )
-    try:
-        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as error:
-        raise SignatureError(
-            f"advertisement signature of domain {domain!r} is invalid"
         ) from error
