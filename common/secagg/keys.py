@@ -1,4 +1,4 @@
-"""Key agreement, key derivation, share encryption and key advertisements."""
+"""Key agreement, key derivation and share encryption for secure aggregation."""
 
 from __future__ import annotations
 
