@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +40,18 @@ TRANSITIONS: dict[Stage, frozenset[Stage]] = {
     Stage.DONE: frozenset(),
     Stage.ABORTED: frozenset(),
 }
+
+
+def _check_round_metrics(metrics: pb.RoundMetrics, rounds: int) -> None:
+    if not 0 <= metrics.round <= rounds:
+        raise InvalidRequestError(f"round {metrics.round} is outside 0..{rounds}")
+    for split, values in (("valid", metrics.valid), ("test", metrics.test)):
+        for key, value in values.items():
+            if not math.isfinite(value):
+                raise InvalidRequestError(
+                    f"round {metrics.round}: {split} {key} is {value}, not a finite "
+                    "number"
+                )
 
 
 class ProtocolError(Exception):
@@ -162,6 +176,7 @@ class Federation:
             record = DomainRecord(stats=stats)
             if previous is not None:
                 record.reports = previous.reports
+                record.final = previous.final
             self.domains[domain] = record
             logger.info(
                 "domain joined domain=%s users=%d items=%d rejoin=%s",
@@ -253,18 +268,29 @@ class Federation:
             raise InvalidRequestError(
                 f"model must be 'federated' or 'local_only', got {request.model!r}"
             )
+        for metrics in request.rounds:
+            _check_round_metrics(metrics, self.config.train.rounds)
         with self._cond:
             record = self._require_joined(domain)
             history = record.reports.setdefault(request.model, {})
             for metrics in request.rounds:
-                if not 0 <= metrics.round <= self.config.train.rounds:
-                    raise InvalidRequestError(
-                        f"round {metrics.round} is outside 0..{self.config.train.rounds}"
-                    )
                 history[metrics.round] = metrics
             if request.final:
                 record.final.add(request.model)
             self._cond.notify_all()
+
+    def snapshot(self) -> dict[str, DomainRecord]:
+        """Return a deep copy of the domain records, taken under the lock."""
+        with self._cond:
+            return copy.deepcopy(self.domains)
+
+    def expected_upload_bytes(self, domain: str, task_id: str) -> int:
+        """Return the payload size the caller's current task takes, in bytes."""
+        with self._cond:
+            task = self._current_task(domain, task_id)
+            if task.aggregator is None:
+                raise WrongStageError(f"task {task_id} takes no upload")
+            return task.vector_length * 8
 
     def _require_joined(self, domain: str) -> DomainRecord:
         record = self.domains.get(domain)

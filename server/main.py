@@ -1,7 +1,8 @@
 """Command line of the coordinator: `fedcdr-coordinator run` and `certs`.
 
-Exit codes: 0 the run finished, 1 the run was aborted (for example a missed
-quorum), 2 invalid command line, configuration or certificate files.
+Exit codes: 0 the run finished, 1 the run was aborted (a missed quorum or an
+error during the run), 2 invalid command line, configuration or certificate
+files.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ EXIT_OK = 0
 EXIT_ABORTED = 1
 EXIT_USAGE = 2
 SERVICE_NAME = "fedcdr.v1.Coordinator"
-# How long a finished coordinator keeps serving so every client learns the end.
-END_GRACE_S = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +143,12 @@ def _run(args: argparse.Namespace) -> int:
         print(format_table(summary), flush=True)
     except QuorumError:
         code = EXIT_ABORTED
+    except Exception:
+        logger.exception("run=%s failed", config.run_id)
+        code = EXIT_ABORTED
     finally:
-        federation.wait_until_clients_saw_end(END_GRACE_S)
+        # A client may be busy training; give it a round's deadline to see the end.
+        federation.wait_until_clients_saw_end(config.timeouts.round_s)
         health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         server.stop(grace=5).wait()
     logger.info("run=%s ended exit_code=%d", config.run_id, code)

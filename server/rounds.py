@@ -73,10 +73,16 @@ class RoundLoop:
 
             self.federation.move_to(Stage.FINISHING)
             self._finish(centroids, weights)
-            self.summary = write_reports(self.config.state_dir, self.federation.domains)
+            self.summary = write_reports(
+                self.config.state_dir, self.federation.snapshot()
+            )
             self.federation.move_to(Stage.DONE)
         except QuorumError as error:
             self.federation.abort(str(error))
+            raise
+        except Exception as error:
+            # Tell the clients, so none waits for a task that will never come.
+            self.federation.abort(f"coordinator error: {error}")
             raise
         return self.summary
 

@@ -131,9 +131,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
     ) -> pb.UploadResponse:
         try:
-            header, payload = _read_upload(request_iterator)
+            header = _read_upload_header(request_iterator)
             domain = self._caller(context, header.domain)
             self._check_run(header.run_id)
+            expected = self._federation.expected_upload_bytes(domain, header.task_id)
+            if header.total_bytes != expected:
+                raise InvalidRequestError(
+                    f"upload header says {header.total_bytes} bytes; task "
+                    f"{header.task_id} takes {expected} bytes"
+                )
+            payload = _read_upload_data(request_iterator, header)
             self._federation.upload(domain, header.task_id, header.encoding, payload)
         except _TooLargeError as error:
             logger.warning("rejected request: RESOURCE_EXHAUSTED: %s", error)
@@ -158,8 +165,8 @@ class _TooLargeError(Exception):
     pass
 
 
-def _read_upload(chunks: Iterator[pb.UploadChunk]) -> tuple[pb.UploadHeader, bytes]:
-    """Read an upload stream: one header, then ``header.count`` data chunks."""
+def _read_upload_header(chunks: Iterator[pb.UploadChunk]) -> pb.UploadHeader:
+    """Read the first message of an upload stream, which must be its header."""
     first = next(chunks, None)
     if first is None or first.WhichOneof("content") != "header":
         raise InvalidRequestError("an upload stream must start with its header")
@@ -169,11 +176,31 @@ def _read_upload(chunks: Iterator[pb.UploadChunk]) -> tuple[pb.UploadHeader, byt
             f"upload of {header.total_bytes} bytes exceeds the limit of "
             f"{MAX_PAYLOAD_BYTES} bytes"
         )
+    # Every data chunk carries at least one byte, so the count is bounded too.
+    max_count = max(1, header.total_bytes)
+    if not 1 <= header.count <= max_count:
+        raise InvalidRequestError(
+            f"upload header says {header.count} chunks; {header.total_bytes} bytes "
+            f"take 1 to {max_count} non-empty chunks"
+        )
+    return header
+
+
+def _read_upload_data(
+    chunks: Iterator[pb.UploadChunk], header: pb.UploadHeader
+) -> bytes:
+    """Read the ``header.count`` data chunks that follow an upload's header."""
     parts = []
     size = 0
     for index, chunk in enumerate(chunks):
         if chunk.WhichOneof("content") != "data":
             raise InvalidRequestError(f"message {index + 1} of the upload is not data")
+        if index >= header.count:
+            raise InvalidRequestError(
+                f"upload sent more than the {header.count} chunks its header says"
+            )
+        if not chunk.data and header.total_bytes:
+            raise InvalidRequestError(f"data chunk {index} of the upload is empty")
         size += len(chunk.data)
         if size > header.total_bytes:
             raise InvalidRequestError(
@@ -191,4 +218,4 @@ def _read_upload(chunks: Iterator[pb.UploadChunk]) -> tuple[pb.UploadHeader, byt
         )
     if hashlib.sha256(payload).digest() != header.sha256:
         raise InvalidRequestError("upload SHA-256 does not match its header")
-    return header, payload
+    return payload

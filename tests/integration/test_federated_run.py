@@ -128,25 +128,9 @@ def federated_run(tmp_path_factory):
     )
     address = _wait_for(address_file, coordinator, 60)
 
-    clients = {}
-    for domain in DOMAINS:
-        config = root / "clients" / domain / "client.toml"
-        _client_config(config, domain, data / domain, certs / "domains" / domain)
-        clients[domain] = subprocess.Popen(
-            [
-                BIN / "fedcdr-client",
-                "run",
-                "--config",
-                config,
-                "--coordinator",
-                address,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    # One stranger trusts the federation's CA but holds a foreign certificate;
-    # the other also trusts only its own CA, so it rejects the coordinator.
+    # Before the real clients start, while the coordinator waits for joins: one
+    # stranger trusts the federation's CA but holds a foreign certificate;
+    # the other trusts only its own CA, so it rejects the coordinator.
     strangers_run = {}
     for name, ca in (("foreign-cert", certs / "ca" / "ca.pem"), ("foreign-ca", None)):
         stranger_config = root / "clients" / name / "client.toml"
@@ -172,6 +156,23 @@ def federated_run(tmp_path_factory):
             timeout=120,
         )
 
+    clients = {}
+    for domain in DOMAINS:
+        config = root / "clients" / domain / "client.toml"
+        _client_config(config, domain, data / domain, certs / "domains" / domain)
+        clients[domain] = subprocess.Popen(
+            [
+                BIN / "fedcdr-client",
+                "run",
+                "--config",
+                config,
+                "--coordinator",
+                address,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     outputs = {d: p.communicate(timeout=600)[0] for d, p in clients.items()}
     table, coordinator_log = coordinator.communicate(timeout=120)
     return {
@@ -254,6 +255,7 @@ def test_client_with_certificate_from_other_ca_is_rejected(federated_run):
 
     assert stranger.returncode == 3, stranger.stdout + stranger.stderr
     assert "issued by the federation's CA" in stranger.stderr
+    assert "Connection refused" not in stranger.stderr
 
 
 def test_client_trusting_other_ca_rejects_coordinator(federated_run):
@@ -263,6 +265,7 @@ def test_client_trusting_other_ca_rejects_coordinator(federated_run):
     # messages point at the CA.
     assert stranger.returncode == 3, stranger.stdout + stranger.stderr
     assert "the federation's CA" in stranger.stderr
+    assert "Connection refused" not in stranger.stderr
 
 
 def test_strangers_never_join(federated_run):

@@ -170,7 +170,7 @@ def test_run_task_drops_late_domain_above_quorum():
     )
 
     uploader.start()
-    done = federation.run_task(task, deadline_s=1.0)
+    done = federation.run_task(task, deadline_s=3.0)
     uploader.join(5)
 
     assert done == {"a", "b"}
@@ -250,7 +250,7 @@ def test_dropped_domain_skips_tasks_until_it_asks_again():
         ]
     )
     uploader.start()
-    federation.run_task(_train_task(federation), deadline_s=1.0)
+    federation.run_task(_train_task(federation), deadline_s=3.0)
     uploader.join(5)
 
     assert federation.active_domains() == {"a", "b"}
@@ -258,3 +258,30 @@ def test_dropped_domain_skips_tasks_until_it_asks_again():
     federation.next_task("c", wait_s=0)
 
     assert federation.active_domains() == {"a", "b", "c"}
+
+
+def test_report_rejects_non_finite_metric_and_stores_nothing():
+    federation = _federation()
+    federation.join("a", STATS)
+    request = pb.ReportMetricsRequest(
+        model="federated",
+        rounds=[
+            pb.RoundMetrics(round=0, valid={"ndcg@10": 0.1}),
+            pb.RoundMetrics(round=1, valid={"ndcg@10": float("nan")}),
+        ],
+    )
+
+    with pytest.raises(InvalidRequestError, match="valid ndcg@10 is nan"):
+        federation.report("a", request)
+
+    assert federation.snapshot()["a"].reports.get("federated", {}) == {}
+
+
+def test_rejoin_keeps_final_reports():
+    federation = _federation()
+    federation.join("a", STATS)
+    federation.report("a", pb.ReportMetricsRequest(model="federated", final=True))
+
+    federation.join("a", STATS)
+
+    assert federation.snapshot()["a"].final == {"federated"}

@@ -82,7 +82,7 @@ def test_run_serves_health_then_aborts_without_domains(tmp_path):
     path = tmp_path / "coordinator.toml"
     path.write_text(
         'run_id = "r"\ndomains = ["a"]\nlisten = "127.0.0.1:0"\n'
-        "[tls]\ninsecure = true\n[timeouts]\njoin_s = 3\n"
+        "[tls]\ninsecure = true\n[timeouts]\njoin_s = 15\n"
     )
     address_file = tmp_path / "address"
     result = {}
@@ -100,7 +100,7 @@ def test_run_serves_health_then_aborts_without_domains(tmp_path):
         status = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
         )
-    runner.join(30)
+    runner.join(60)
 
     assert status.status == health_pb2.HealthCheckResponse.SERVING
     assert result["code"] == EXIT_ABORTED

@@ -55,12 +55,14 @@ def _publish(federation: Federation, length: int = 4) -> Task:
     return task
 
 
-def _upload_messages(payload: bytes, count=None, sha=None, run_id="run", pieces=None):
+def _upload_messages(
+    payload: bytes, count=None, sha=None, run_id="run", pieces=None, task_id="train-1"
+):
     pieces = pieces if pieces is not None else [payload[:16], payload[16:]]
     header = pb.UploadHeader(
         domain="a",
         run_id=run_id,
-        task_id="train-1",
+        task_id=task_id,
         encoding="float64-le",
         total_bytes=len(payload),
         count=len(pieces) if count is None else count,
@@ -146,7 +148,7 @@ def test_upload_rejects_wrong_vector_length(served):
         stub.Upload(_upload_messages(payload))
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "expects 5 float64 values" in caught.value.details()
+    assert "task train-1 takes 40 bytes" in caught.value.details()
 
 
 def test_upload_without_header_is_invalid(served):
@@ -157,3 +159,26 @@ def test_upload_without_header_is_invalid(served):
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "must start with its header" in caught.value.details()
+
+
+def test_upload_rejects_more_chunks_than_header(served):
+    federation, stub = served
+    _publish(federation)
+    payload = np.array([1, 2, 3, 4], dtype="<f8").tobytes()
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Upload(_upload_messages(payload, count=1))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than the 1 chunks" in caught.value.details()
+
+
+def test_upload_for_other_domain_task_checked_before_data(served):
+    federation, stub = served
+    _publish(federation)
+    payload = np.array([1, 2, 3, 4], dtype="<f8").tobytes()
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Upload(_upload_messages(payload, task_id="train-9"))
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
