@@ -171,6 +171,13 @@ class Federation:
                 raise WrongStageError(
                     f"run {self.config.run_id} is {self._stage.value}"
                 )
+            task = self._task
+            finishing = self._stage is Stage.FINISHING
+            if finishing and (task is None or domain not in task.participants):
+                raise WrongStageError(
+                    f"run {self.config.run_id} is finishing and takes no new "
+                    f"domains; domain {domain!r} can join the next run"
+                )
             rejoin = domain in self.domains
             previous = self.domains.get(domain)
             record = DomainRecord(stats=stats)
@@ -293,6 +300,11 @@ class Federation:
             return task.vector_length * 8
 
     def _require_joined(self, domain: str) -> DomainRecord:
+        if domain not in self.config.domains:
+            raise PermissionDeniedError(
+                f"domain {domain!r} is not in this run's domains "
+                f"{list(self.config.domains)}"
+            )
         record = self.domains.get(domain)
         if record is None:
             raise WrongStageError(f"domain {domain!r} has not joined; call Join first")
@@ -364,6 +376,12 @@ class Federation:
             for domain in late:
                 self.domains[domain].dropped = True
             self._cond.notify_all()
+        if len(done) < self.config.min_domains:
+            raise QuorumError(
+                f"task {task.task_id}: {len(done)} of {len(task.participants)} "
+                f"domains finished within {deadline_s:g} s (late: {late}); "
+                f"min_domains is {self.config.min_domains}"
+            )
         if late:
             logger.warning(
                 "task=%s dropped domains %s after the %g s deadline; they rejoin "
@@ -371,12 +389,6 @@ class Federation:
                 task.task_id,
                 late,
                 deadline_s,
-            )
-        if len(done) < self.config.min_domains:
-            raise QuorumError(
-                f"task {task.task_id}: {len(done)} of {len(task.participants)} "
-                f"domains finished within {deadline_s:g} s; min_domains is "
-                f"{self.config.min_domains}"
             )
         return done
 

@@ -205,7 +205,14 @@ class RoundLoop:
             _download_state(centroids, weights),
             metadata={"run_id": self.config.run_id, "round": str(round_index)},
         )
-        write_bytes_atomic(path, data)
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot write checkpoint {path}: {error}; check that state_dir "
+                f"{self.config.state_dir} and its checkpoints folder are writable "
+                "folders"
+            ) from None
         logger.info("round=%d checkpoint written to %s", round_index, path)
         return path
 

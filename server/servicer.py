@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -56,6 +58,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, federation: Federation, insecure: bool = False) -> None:
         self._federation = federation
         self._insecure = insecure
+        # One upload stream per domain at a time, so a stalled stream of one
+        # domain cannot take every worker thread.
+        self._uploading: set[str] = set()
+        self._uploading_lock = threading.Lock()
 
     def _caller(self, context: grpc.ServicerContext, domain: str) -> str:
         """Return the domain the caller proves to be, checking the request's claim."""
@@ -140,14 +146,32 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                     f"upload header says {header.total_bytes} bytes; task "
                     f"{header.task_id} takes {expected} bytes"
                 )
-            payload = _read_upload_data(request_iterator, header)
-            self._federation.upload(domain, header.task_id, header.encoding, payload)
-        except _TooLargeError as error:
+            with self._upload_slot(domain):
+                payload = _read_upload_data(request_iterator, header)
+                self._federation.upload(
+                    domain, header.task_id, header.encoding, payload
+                )
+        except _ResourceExhaustedError as error:
             logger.warning("rejected request: RESOURCE_EXHAUSTED: %s", error)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except ProtocolError as error:
             abort_with(context, error)
         return pb.UploadResponse(received_bytes=len(payload))
+
+    @contextlib.contextmanager
+    def _upload_slot(self, domain: str) -> Iterator[None]:
+        with self._uploading_lock:
+            if domain in self._uploading:
+                raise _ResourceExhaustedError(
+                    f"domain {domain!r} already has an upload in progress; send "
+                    "one upload at a time"
+                )
+            self._uploading.add(domain)
+        try:
+            yield
+        finally:
+            with self._uploading_lock:
+                self._uploading.discard(domain)
 
     def ReportMetrics(
         self, request: pb.ReportMetricsRequest, context: grpc.ServicerContext
@@ -161,7 +185,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return pb.ReportMetricsResponse()
 
 
-class _TooLargeError(Exception):
+class _ResourceExhaustedError(Exception):
+    """A request exceeds a size or concurrency limit (RESOURCE_EXHAUSTED)."""
+
     pass
 
 
@@ -172,7 +198,7 @@ def _read_upload_header(chunks: Iterator[pb.UploadChunk]) -> pb.UploadHeader:
         raise InvalidRequestError("an upload stream must start with its header")
     header = first.header
     if header.total_bytes > MAX_PAYLOAD_BYTES:
-        raise _TooLargeError(
+        raise _ResourceExhaustedError(
             f"upload of {header.total_bytes} bytes exceeds the limit of "
             f"{MAX_PAYLOAD_BYTES} bytes"
         )

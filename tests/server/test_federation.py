@@ -285,3 +285,21 @@ def test_rejoin_keeps_final_reports():
     federation.join("a", STATS)
 
     assert federation.snapshot()["a"].final == {"federated"}
+
+
+def test_join_while_finishing_rejects_newcomer():
+    federation = _federation()
+    federation.join("a", STATS)
+    _walk_to(federation, Stage.FINISHING)
+    federation._task = Task(
+        kind=pb.TASK_KIND_FINISH,
+        task_id="finish",
+        participants=frozenset({"a"}),
+        vector_length=0,
+        download=None,
+        aggregator=None,
+    )
+
+    federation.join("a", STATS)
+    with pytest.raises(WrongStageError, match="finishing and takes no new domains"):
+        federation.join("b", STATS)

@@ -182,3 +182,51 @@ def test_upload_for_other_domain_task_checked_before_data(served):
         stub.Upload(_upload_messages(payload, task_id="train-9"))
 
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_upload_allows_one_stream_per_domain():
+    import threading
+    import time
+
+    config = CoordinatorConfig(
+        run_id="run", domains=("a",), tls=TLSConfig(insecure=True)
+    )
+    federation = Federation(config)
+    servicer = CoordinatorServicer(federation, insecure=True)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.CoordinatorStub(channel)
+    stub.Join(
+        pb.JoinRequest(domain="a", protocol_version=PROTOCOL_VERSION, stats=STATS)
+    )
+    _publish(federation)
+    payload = np.array([1, 2, 3, 4], dtype="<f8").tobytes()
+    release = threading.Event()
+
+    def stalled():
+        messages = _upload_messages(payload)
+        yield next(messages)
+        yield next(messages)
+        release.wait(10)
+        yield from messages
+
+    try:
+        first = stub.Upload.future(stalled())
+        deadline = time.monotonic() + 10
+        while not servicer._uploading and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Upload(_upload_messages(payload))
+        release.set()
+        result = first.result(timeout=10)
+    finally:
+        release.set()
+        channel.close()
+        server.stop(grace=None)
+
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "already has an upload in progress" in caught.value.details()
+    assert result.received_bytes == 32
