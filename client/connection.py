@@ -16,12 +16,16 @@ from common import tls
 from common.config import ClientConfig
 from common.pb import federation_pb2 as pb
 from common.pb import federation_pb2_grpc as pb_grpc
-from common.tensors import MAX_MESSAGE_BYTES, assemble_tensor_chunks, split_payload
+from common.tensors import (
+    MAX_MESSAGE_BYTES,
+    PLAIN_ENCODING,
+    assemble_tensor_chunks,
+    split_payload,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PLAIN_ENCODING = "float64-le"
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import faiss
 import torch
 
+from common.cli import add_log_level_argument, configure_logging
 from common.config import ClientConfig, ConfigError, load_toml
 
 logger = logging.getLogger("client")
@@ -31,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedcdr-client", description="fedcdr domain client"
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        type=str.upper,
-        help="logging level (INFO)",
-    )
+    add_log_level_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="take part in a federated run")
@@ -81,10 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     from client.connection import RejectedError, UnreachableError
     from client.data import DataError
     from client.driver import RunAbortedError

@@ -15,6 +15,8 @@ CHUNK_BYTES = 512 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Largest payload accepted in one download or upload.
 MAX_PAYLOAD_BYTES = 1024 * 1024 * 1024
+# Encoding of a plain float64 upload, named in UploadHeader.encoding.
+PLAIN_ENCODING = "float64-le"
 _DTYPES = {"<f4", "<f8", "<i8", "<i4", "<u4"}
 
 

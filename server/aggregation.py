@@ -7,9 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from common.tensors import PLAIN_ENCODING
 
-PLAIN_ENCODING = "float64-le"
+logger = logging.getLogger(__name__)
 
 
 class AggregationError(ValueError):

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from common import tls
 from common.atomic import write_text_atomic
 from common.certs import create_certificates
+from common.cli import add_log_level_argument, configure_logging
 from common.config import ConfigError, CoordinatorConfig, load_toml
 from common.pb import federation_pb2_grpc as pb_grpc
 from common.tensors import MAX_MESSAGE_BYTES
@@ -41,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedcdr-coordinator", description="fedcdr federation coordinator"
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        type=str.upper,
-        help="logging level (INFO)",
-    )
+    add_log_level_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="serve one federated training run")
@@ -87,10 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         if args.command == "certs":
             return _certs(args)

@@ -1,0 +1,26 @@
+"""Command-line pieces both entry points share: the log-level flag and its setup."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--log-level``, case-insensitive, defaulting to INFO."""
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="logging level (INFO)",
+    )
+
+
+def configure_logging(level: str) -> None:
+    """Send log records of ``level`` and above to standard error, with times."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
