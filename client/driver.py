@@ -27,7 +27,7 @@ class RunAbortedError(RuntimeError):
 
 @dataclass
 class DomainInputs:
-    """What the client brings to the run: its data, split and item embeddings."""
+    """Inputs a client brings to the run: its data, split and item embeddings."""
 
     data: DomainData
     split: Split
@@ -35,7 +35,7 @@ class DomainInputs:
 
 
 class DomainClient:
-    """Run one domain's side of a federation until the coordinator says DONE."""
+    """Run one domain's side of a federation until the coordinator sends DONE."""
 
     def __init__(
         self, config: ClientConfig, coordinator: CoordinatorClient, inputs: DomainInputs

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args)
         return _run(args)
     except (ConfigError, DataError, OSError, ValueError) as error:
-        # Invalid configuration, data, certificates or paths: the message says which.
+        # Invalid configuration, data, certificates or paths: the message names the problem.
         logger.error("%s", error)
         logger.debug("details", exc_info=True)
         return EXIT_USAGE
@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     data = load_domain(config.data_dir)
     if data.name != config.domain:
         raise ConfigError(
-            f"the data folder {config.data_dir} holds domain {data.name!r}, "
+            f"the data folder {config.data_dir} contains domain {data.name!r}, "
             f"but the config says domain = {config.domain!r}"
         )
     if config.work_dir.exists() and not config.work_dir.is_dir():

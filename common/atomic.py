@@ -11,7 +11,7 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a fsynced temporary file and a rename.
 
     The temporary file lives in the same directory, so the rename is atomic on
-    POSIX file systems; the directory is fsynced afterwards so the rename itself
+    POSIX file systems. The directory is fsynced afterwards, so the rename itself
     survives a power loss.
     """
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -217,16 +217,7 @@ def add_domain_certificate(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{domain}.new-", dir=target.parent))
     try:
-        _write_leaf(
-            staging,
-            ca_cert,
-            ca_key,
-            ca_cert_pem,
-            common_name=domain,
-            sans=[x509.DNSName(domain)],
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-            not_after=not_after,
-        )
+        _write_domain_leaf(staging, ca_cert, ca_key, ca_cert_pem, domain, not_after)
         _replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -390,6 +381,26 @@ def _build_leaf(
     return cert, key
 
 
+def _write_domain_leaf(
+    directory: Path,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_pem: bytes,
+    domain: str,
+    not_after: datetime.datetime,
+) -> None:
+    _write_leaf(
+        directory,
+        ca_cert,
+        ca_key,
+        ca_pem,
+        common_name=domain,
+        sans=[x509.DNSName(domain)],
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        not_after=not_after,
+    )
+
+
 def _write_leaf(
     directory: Path,
     ca_cert: x509.Certificate,
@@ -431,15 +442,8 @@ def _write_set(
         not_after=not_after,
     )
     for domain in domains:
-        _write_leaf(
-            root / "domains" / domain,
-            ca_cert,
-            ca_key,
-            ca_pem,
-            common_name=domain,
-            sans=[x509.DNSName(domain)],
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-            not_after=not_after,
+        _write_domain_leaf(
+            root / "domains" / domain, ca_cert, ca_key, ca_pem, domain, not_after
         )
 
 

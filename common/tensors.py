@@ -63,7 +63,7 @@ def unpack_arrays(manifest: pb.TensorManifest, payload: bytes) -> dict[str, np.n
     """Invert :func:`pack_arrays`, checking sizes and the checksum."""
     if len(payload) != manifest.total_bytes:
         raise PayloadError(
-            f"payload has {len(payload)} bytes, manifest says {manifest.total_bytes}"
+            f"payload has {len(payload)} bytes, but the manifest declares {manifest.total_bytes}"
         )
     if hashlib.sha256(payload).digest() != manifest.sha256:
         raise PayloadError("payload SHA-256 does not match the manifest")
@@ -131,7 +131,7 @@ def assemble_tensor_chunks(chunks: Iterable[pb.TensorChunk]) -> dict[str, np.nda
                 )
         elif chunk.count != count:
             raise PayloadError(
-                f"chunk {chunk.index} says count {chunk.count}, not {count}"
+                f"chunk {chunk.index} declares count {chunk.count}, but chunk 0 declared {count}"
             )
         parts.append(chunk.data)
     if manifest is None or count is None:

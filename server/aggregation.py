@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 class AggregationError(ValueError):
-    """An upload cannot be added to the aggregate; the message says why."""
+    """An upload cannot be added to the aggregate; the message gives the reason."""
 
 
 class Aggregator(Protocol):
@@ -35,7 +35,7 @@ class Aggregator(Protocol):
 
 
 class PlainSumAggregator:
-    """Sum float64 vectors in the clear; the coordinator sees each upload.
+    """Sum float64 vectors in the clear, so the coordinator can read each upload.
 
     Parameters
     ----------

@@ -104,7 +104,7 @@ class Task:
 
 @dataclass
 class DomainRecord:
-    """What the coordinator knows of a joined domain: its size and its reports."""
+    """Record of a joined domain: its size, its reports and its progress flags."""
 
     stats: pb.DomainStats
     reports: dict[str, dict[int, pb.RoundMetrics]] = field(default_factory=dict)
@@ -336,9 +336,9 @@ class Federation:
             When fewer than ``min_domains`` joined before the deadline.
         """
         deadline = self._clock() + self.config.timeouts.join_s
-        wanted = set(self.config.domains)
+        expected = set(self.config.domains)
         with self._cond:
-            while set(self.domains) != wanted:
+            while set(self.domains) != expected:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
@@ -346,11 +346,11 @@ class Federation:
             joined = sorted(self.domains)
         if len(joined) < self.config.min_domains:
             raise QuorumError(
-                f"{len(joined)} of {len(wanted)} domains joined within "
+                f"{len(joined)} of {len(expected)} domains joined within "
                 f"timeouts.join_s={self.config.timeouts.join_s:g} s "
                 f"(joined: {joined}); min_domains is {self.config.min_domains}"
             )
-        missing = sorted(wanted - set(joined))
+        missing = sorted(expected - set(joined))
         if missing:
             logger.warning("starting without domains %s", missing)
         return joined

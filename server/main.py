@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return _certs(args)
         return _run(args)
     except (ConfigError, OSError, ValueError) as error:
-        # Invalid configuration, certificates or paths: the message says which.
+        # Invalid configuration, certificates or paths: the message names the problem.
         logger.error("%s", error)
         logger.debug("details", exc_info=True)
         return EXIT_USAGE

@@ -143,7 +143,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             expected = self._federation.expected_upload_bytes(domain, header.task_id)
             if header.total_bytes != expected:
                 raise InvalidRequestError(
-                    f"upload header says {header.total_bytes} bytes; task "
+                    f"upload header declares {header.total_bytes} bytes, but task "
                     f"{header.task_id} takes {expected} bytes"
                 )
             with self._upload_slot(domain):
@@ -206,7 +206,7 @@ def _read_upload_header(chunks: Iterator[pb.UploadChunk]) -> pb.UploadHeader:
     max_count = max(1, header.total_bytes)
     if not 1 <= header.count <= max_count:
         raise InvalidRequestError(
-            f"upload header says {header.count} chunks; {header.total_bytes} bytes "
+            f"upload header declares {header.count} chunks, but {header.total_bytes} bytes "
             f"take 1 to {max_count} non-empty chunks"
         )
     return header
@@ -223,24 +223,24 @@ def _read_upload_data(
             raise InvalidRequestError(f"message {index + 1} of the upload is not data")
         if index >= header.count:
             raise InvalidRequestError(
-                f"upload sent more than the {header.count} chunks its header says"
+                f"upload sent more than the {header.count} chunks its header declares"
             )
         if not chunk.data and header.total_bytes:
             raise InvalidRequestError(f"data chunk {index} of the upload is empty")
         size += len(chunk.data)
         if size > header.total_bytes:
             raise InvalidRequestError(
-                f"upload sent more than the {header.total_bytes} bytes its header says"
+                f"upload sent more than the {header.total_bytes} bytes its header declares"
             )
         parts.append(chunk.data)
     if len(parts) != header.count:
         raise InvalidRequestError(
-            f"upload sent {len(parts)} data chunks; its header says {header.count}"
+            f"upload sent {len(parts)} data chunks, but its header declares {header.count}"
         )
     payload = b"".join(parts)
     if len(payload) != header.total_bytes:
         raise InvalidRequestError(
-            f"upload sent {len(payload)} bytes; its header says {header.total_bytes}"
+            f"upload sent {len(payload)} bytes, but its header declares {header.total_bytes}"
         )
     if hashlib.sha256(payload).digest() != header.sha256:
         raise InvalidRequestError("upload SHA-256 does not match its header")

@@ -129,7 +129,7 @@ def federated_run(tmp_path_factory):
     address = _wait_for(address_file, coordinator, 60)
 
     # Before the real clients start, while the coordinator waits for joins: one
-    # stranger trusts the federation's CA but holds a foreign certificate;
+    # stranger trusts the federation's CA but has a foreign certificate;
     # the other trusts only its own CA, so it rejects the coordinator.
     strangers_run = {}
     for name, ca in (("foreign-cert", certs / "ca" / "ca.pem"), ("foreign-ca", None)):

@@ -37,7 +37,7 @@ def _config(tmp_path, rounds=2) -> CoordinatorConfig:
 
 
 def _client(federation: Federation, domain: str, deltas: list, seen: list) -> None:
-    """Answer every task like a client would, uploading a constant delta."""
+    """Handle every task like a client, uploading a constant delta."""
     rng = np.random.default_rng(len(domain))
     embeddings = rng.standard_normal((20, 384))
     federation.join(domain, pb.DomainStats(n_users=3, n_items=20, n_interactions=60))

@@ -122,7 +122,7 @@ def test_upload_accepted_then_duplicate(served):
 @pytest.mark.parametrize(
     ("kwargs", "code", "message"),
     [
-        ({"count": 5}, grpc.StatusCode.INVALID_ARGUMENT, "header says 5"),
+        ({"count": 5}, grpc.StatusCode.INVALID_ARGUMENT, "header declares 5"),
         ({"sha": b"x" * 32}, grpc.StatusCode.INVALID_ARGUMENT, "SHA-256"),
         ({"run_id": "other"}, grpc.StatusCode.INVALID_ARGUMENT, "run_id 'other'"),
     ],
