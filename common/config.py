@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.secagg.graph import check_threshold
+
 T = TypeVar("T")
 
 
@@ -162,13 +164,78 @@ class TimeoutConfig:
     join_s: float = 300.0
     round_s: float = 900.0
     report_s: float = 1800.0
+    stage_s: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("join_s", "round_s", "report_s"):
+        for name in ("join_s", "round_s", "report_s", "stage_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(
                     f"timeouts.{name} must be positive, got {getattr(self, name)}"
                 )
+
+
+SECAGG_MODES = ("active", "honest-but-curious")
+# Parameter groups of the global encoder, by the first part of a tensor's name.
+CLIP_GROUPS = ("code_embedding", "position_embedding", "input_norm", "encoder")
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Secure aggregation of every upload: masks, thresholds and quantization.
+
+    ``clip`` is the clipping bound of each value of a model delta. The default
+    0 picks it per run from the training schedule (see
+    :func:`server.rounds.automatic_clip`); ``group_clip`` overrides it for one
+    parameter group of :data:`CLIP_GROUPS`.
+    """
+
+    enabled: bool = True
+    mode: str = "active"
+    threshold: int = 0
+    neighbours: int = 0
+    levels: int = 2**16
+    clip: float = 0.0
+    group_clip: dict[str, float] = field(default_factory=dict)
+    clipped_warning_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.mode not in SECAGG_MODES:
+            raise ConfigError(
+                f"secagg.mode must be one of {list(SECAGG_MODES)}, got {self.mode!r}"
+            )
+        if self.threshold < 0:
+            raise ConfigError(
+                f"secagg.threshold must be 0 (the smallest safe value) or positive, "
+                f"got {self.threshold}"
+            )
+        if self.neighbours < 0 or self.neighbours % 2:
+            raise ConfigError(
+                f"secagg.neighbours must be 0 (every client) or a positive even "
+                f"number, got {self.neighbours}"
+            )
+        if not 2 <= self.levels <= 2**32:
+            raise ConfigError(
+                f"secagg.levels must be from 2 to 2**32, got {self.levels}"
+            )
+        if not (self.clip >= 0 and self.clip < float("inf")):
+            raise ConfigError(
+                f"secagg.clip must be 0 (automatic) or a positive bound, got {self.clip}"
+            )
+        for group, bound in self.group_clip.items():
+            if group not in CLIP_GROUPS:
+                raise ConfigError(
+                    f"unknown group {group!r} in secagg.group_clip; the groups are "
+                    f"{list(CLIP_GROUPS)}"
+                )
+            if not (bound > 0 and bound < float("inf")):
+                raise ConfigError(
+                    f"secagg.group_clip.{group} must be a positive bound, got {bound}"
+                )
+        if not 0 <= self.clipped_warning_fraction <= 1:
+            raise ConfigError(
+                "secagg.clipped_warning_fraction must be in [0, 1], got "
+                f"{self.clipped_warning_fraction}"
+            )
 
 
 @dataclass(frozen=True)
@@ -184,6 +251,7 @@ class CoordinatorConfig:
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -202,6 +270,25 @@ class CoordinatorConfig:
             )
         object.__setattr__(self, "min_domains", quorum)
         self.tls.check("tls")
+        self._check_secagg()
+
+    def _check_secagg(self) -> None:
+        secagg = self.secagg
+        if not secagg.enabled:
+            return
+        n = len(self.domains)
+        if n * (secagg.levels - 1) >= 2**32:
+            raise ConfigError(
+                f"secagg.levels {secagg.levels} is too large for {n} domains: the "
+                f"sum of their values must stay below 2**32, so set secagg.levels "
+                f"to at most {(2**32 - 1) // n + 1}"
+            )
+        if secagg.threshold:
+            holders = min(secagg.neighbours or n - 1, n - 1) + 1
+            try:
+                check_threshold(secagg.threshold, holders, secagg.mode)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -278,6 +365,10 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a table, got {value!r}")
+        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")

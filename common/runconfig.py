@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from common.config import ConfigError, ModelConfig, TrainConfig
+from common.config import ConfigError, ModelConfig, SecAggConfig, TrainConfig
 from common.pb import federation_pb2 as pb
 
 PROTOCOL_VERSION = 1
@@ -35,3 +35,13 @@ def run_config_from_proto(message: pb.RunConfig) -> tuple[ModelConfig, TrainConf
         raise ConfigError(
             f"the coordinator sent an invalid run config: {error}"
         ) from None
+
+
+def secagg_config_to_proto(secagg: SecAggConfig) -> pb.SecAggConfig:
+    """Return the SecAggConfig message that tells clients how to aggregate."""
+    return pb.SecAggConfig(
+        enabled=secagg.enabled,
+        mode=secagg.mode,
+        levels=secagg.levels,
+        neighbours=secagg.neighbours,
+    )

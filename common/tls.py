@@ -66,6 +66,15 @@ def peer_identity(context: grpc.ServicerContext) -> str | None:
     return names[0].decode("utf-8")
 
 
+def peer_certificate(context: grpc.ServicerContext) -> bytes | None:
+    """Return the peer's verified client certificate in PEM, or None without TLS."""
+    auth = context.auth_context()
+    if auth.get("transport_security_type") != [b"ssl"]:
+        return None
+    certificates = auth.get("x509_pem_cert")
+    return certificates[0] if certificates else None
+
+
 def read_pem(path: Path, what: str) -> bytes:
     """Read a PEM file, naming ``what`` it should contain in any error.
 

@@ -17,6 +17,21 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_KIND_FINISH: _ClassVar[TaskKind]
     TASK_KIND_DONE: _ClassVar[TaskKind]
     TASK_KIND_ABORT: _ClassVar[TaskKind]
+
+class SegmentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEGMENT_KIND_UNSPECIFIED: _ClassVar[SegmentKind]
+    SEGMENT_KIND_QUANTIZED: _ClassVar[SegmentKind]
+    SEGMENT_KIND_INTEGER: _ClassVar[SegmentKind]
+
+class SecAggStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEC_AGG_STAGE_UNSPECIFIED: _ClassVar[SecAggStage]
+    SEC_AGG_STAGE_ADVERTISE_KEYS: _ClassVar[SecAggStage]
+    SEC_AGG_STAGE_SHARE_KEYS: _ClassVar[SecAggStage]
+    SEC_AGG_STAGE_MASKED_INPUT: _ClassVar[SecAggStage]
+    SEC_AGG_STAGE_CONSISTENCY_CHECK: _ClassVar[SecAggStage]
+    SEC_AGG_STAGE_UNMASK: _ClassVar[SecAggStage]
 TASK_KIND_UNSPECIFIED: TaskKind
 TASK_KIND_WAIT: TaskKind
 TASK_KIND_CODEBOOK_MOMENTS: TaskKind
@@ -25,6 +40,15 @@ TASK_KIND_TRAIN: TaskKind
 TASK_KIND_FINISH: TaskKind
 TASK_KIND_DONE: TaskKind
 TASK_KIND_ABORT: TaskKind
+SEGMENT_KIND_UNSPECIFIED: SegmentKind
+SEGMENT_KIND_QUANTIZED: SegmentKind
+SEGMENT_KIND_INTEGER: SegmentKind
+SEC_AGG_STAGE_UNSPECIFIED: SecAggStage
+SEC_AGG_STAGE_ADVERTISE_KEYS: SecAggStage
+SEC_AGG_STAGE_SHARE_KEYS: SecAggStage
+SEC_AGG_STAGE_MASKED_INPUT: SecAggStage
+SEC_AGG_STAGE_CONSISTENCY_CHECK: SecAggStage
+SEC_AGG_STAGE_UNMASK: SecAggStage
 
 class RunConfig(_message.Message):
     __slots__ = ("hidden_size", "n_layers", "n_heads", "inner_size", "dropout", "max_seq_len", "n_prompt_words", "prompt_heads", "scoring", "temperature", "n_subspaces", "n_centroids", "text_dim", "rounds", "local_epochs", "batch_size", "learning_rate", "weight_decay", "kmeans_iterations", "seed")
@@ -90,13 +114,27 @@ class JoinRequest(_message.Message):
     stats: DomainStats
     def __init__(self, domain: _Optional[str] = ..., protocol_version: _Optional[int] = ..., stats: _Optional[_Union[DomainStats, _Mapping]] = ...) -> None: ...
 
+class SecAggConfig(_message.Message):
+    __slots__ = ("enabled", "mode", "levels", "neighbours")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    mode: str
+    levels: int
+    neighbours: int
+    def __init__(self, enabled: _Optional[bool] = ..., mode: _Optional[str] = ..., levels: _Optional[int] = ..., neighbours: _Optional[int] = ...) -> None: ...
+
 class JoinResponse(_message.Message):
-    __slots__ = ("run_id", "config")
+    __slots__ = ("run_id", "config", "secagg")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     config: RunConfig
-    def __init__(self, run_id: _Optional[str] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ...) -> None: ...
+    secagg: SecAggConfig
+    def __init__(self, run_id: _Optional[str] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., secagg: _Optional[_Union[SecAggConfig, _Mapping]] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("domain", "run_id")
@@ -107,20 +145,182 @@ class GetTaskRequest(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class GetTaskResponse(_message.Message):
-    __slots__ = ("kind", "task_id", "round", "step", "vector_length", "message")
+    __slots__ = ("kind", "task_id", "round", "step", "vector_length", "message", "secagg")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     task_id: str
     round: int
     step: int
     vector_length: int
     message: str
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., step: _Optional[int] = ..., vector_length: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    secagg: SecAggTask
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., step: _Optional[int] = ..., vector_length: _Optional[int] = ..., message: _Optional[str] = ..., secagg: _Optional[_Union[SecAggTask, _Mapping]] = ...) -> None: ...
+
+class VectorSegment(_message.Message):
+    __slots__ = ("kind", "length", "bound", "weight_offset", "weight_repeat")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_REPEAT_FIELD_NUMBER: _ClassVar[int]
+    kind: SegmentKind
+    length: int
+    bound: float
+    weight_offset: int
+    weight_repeat: int
+    def __init__(self, kind: _Optional[_Union[SegmentKind, str]] = ..., length: _Optional[int] = ..., bound: _Optional[float] = ..., weight_offset: _Optional[int] = ..., weight_repeat: _Optional[int] = ...) -> None: ...
+
+class SecAggTask(_message.Message):
+    __slots__ = ("aggregation_round", "weight_cap", "segments")
+    AGGREGATION_ROUND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    aggregation_round: int
+    weight_cap: int
+    segments: _containers.RepeatedCompositeFieldContainer[VectorSegment]
+    def __init__(self, aggregation_round: _Optional[int] = ..., weight_cap: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[VectorSegment, _Mapping]]] = ...) -> None: ...
+
+class KeyAdvertisement(_message.Message):
+    __slots__ = ("domain", "encryption_public", "mask_public", "signature", "certificate_pem")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    encryption_public: bytes
+    mask_public: bytes
+    signature: bytes
+    certificate_pem: bytes
+    def __init__(self, domain: _Optional[str] = ..., encryption_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate_pem: _Optional[bytes] = ...) -> None: ...
+
+class AdvertiseKeysRequest(_message.Message):
+    __slots__ = ("domain", "run_id", "task_id", "advertisement")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISEMENT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    run_id: str
+    task_id: str
+    advertisement: KeyAdvertisement
+    def __init__(self, domain: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., advertisement: _Optional[_Union[KeyAdvertisement, _Mapping]] = ...) -> None: ...
+
+class AdvertiseKeysResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EncryptedShare(_message.Message):
+    __slots__ = ("sender", "receiver", "ciphertext")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    receiver: str
+    ciphertext: bytes
+    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class ShareKeysRequest(_message.Message):
+    __slots__ = ("domain", "run_id", "task_id", "shares")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    run_id: str
+    task_id: str
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, domain: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class ShareKeysResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ConsistencyCheckRequest(_message.Message):
+    __slots__ = ("domain", "run_id", "task_id", "signature")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    run_id: str
+    task_id: str
+    signature: bytes
+    def __init__(self, domain: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ConsistencyCheckResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevealedShare(_message.Message):
+    __slots__ = ("owner", "share")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    share: bytes
+    def __init__(self, owner: _Optional[str] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class UnmaskRequest(_message.Message):
+    __slots__ = ("domain", "run_id", "task_id", "self_mask_shares", "mask_key_shares")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SELF_MASK_SHARES_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    run_id: str
+    task_id: str
+    self_mask_shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    mask_key_shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    def __init__(self, domain: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., self_mask_shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ..., mask_key_shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
+
+class UnmaskResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SurvivorSignature(_message.Message):
+    __slots__ = ("domain", "signature")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    signature: bytes
+    def __init__(self, domain: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class GetSecAggStageRequest(_message.Message):
+    __slots__ = ("domain", "run_id", "task_id", "stage")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    run_id: str
+    task_id: str
+    stage: SecAggStage
+    def __init__(self, domain: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., stage: _Optional[_Union[SecAggStage, str]] = ...) -> None: ...
+
+class GetSecAggStageResponse(_message.Message):
+    __slots__ = ("ready", "advertisements", "threshold", "shares", "survivors", "signatures", "dropped")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISEMENTS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    advertisements: _containers.RepeatedCompositeFieldContainer[KeyAdvertisement]
+    threshold: int
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    signatures: _containers.RepeatedCompositeFieldContainer[SurvivorSignature]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ready: _Optional[bool] = ..., advertisements: _Optional[_Iterable[_Union[KeyAdvertisement, _Mapping]]] = ..., threshold: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., signatures: _Optional[_Iterable[_Union[SurvivorSignature, _Mapping]]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("domain", "run_id", "task_id")

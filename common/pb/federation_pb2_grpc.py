@@ -60,6 +60,31 @@ class CoordinatorStub:
                 request_serializer=fedcdr_dot_v1_dot_federation__pb2.ReportMetricsRequest.SerializeToString,
                 response_deserializer=fedcdr_dot_v1_dot_federation__pb2.ReportMetricsResponse.FromString,
                 _registered_method=True)
+        self.AdvertiseKeys = channel.unary_unary(
+                '/fedcdr.v1.Coordinator/AdvertiseKeys',
+                request_serializer=fedcdr_dot_v1_dot_federation__pb2.AdvertiseKeysRequest.SerializeToString,
+                response_deserializer=fedcdr_dot_v1_dot_federation__pb2.AdvertiseKeysResponse.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/fedcdr.v1.Coordinator/ShareKeys',
+                request_serializer=fedcdr_dot_v1_dot_federation__pb2.ShareKeysRequest.SerializeToString,
+                response_deserializer=fedcdr_dot_v1_dot_federation__pb2.ShareKeysResponse.FromString,
+                _registered_method=True)
+        self.ConsistencyCheck = channel.unary_unary(
+                '/fedcdr.v1.Coordinator/ConsistencyCheck',
+                request_serializer=fedcdr_dot_v1_dot_federation__pb2.ConsistencyCheckRequest.SerializeToString,
+                response_deserializer=fedcdr_dot_v1_dot_federation__pb2.ConsistencyCheckResponse.FromString,
+                _registered_method=True)
+        self.Unmask = channel.unary_unary(
+                '/fedcdr.v1.Coordinator/Unmask',
+                request_serializer=fedcdr_dot_v1_dot_federation__pb2.UnmaskRequest.SerializeToString,
+                response_deserializer=fedcdr_dot_v1_dot_federation__pb2.UnmaskResponse.FromString,
+                _registered_method=True)
+        self.GetSecAggStage = channel.unary_unary(
+                '/fedcdr.v1.Coordinator/GetSecAggStage',
+                request_serializer=fedcdr_dot_v1_dot_federation__pb2.GetSecAggStageRequest.SerializeToString,
+                response_deserializer=fedcdr_dot_v1_dot_federation__pb2.GetSecAggStageResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -101,6 +126,46 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdvertiseKeys(self, request, context):
+        """Secure aggregation of a task's uploads (Bonawitz et al., CCS 2017). The
+        masked input itself goes through Upload with the "secagg-uint32-le"
+        encoding; the other stages have one call each.
+
+        Stage 1: advertise the caller's two signed X25519 public keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """Stage 2: send one encrypted share bundle to each peer, through the coordinator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConsistencyCheck(self, request, context):
+        """Stage 4: sign the list of clients whose masked input arrived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unmask(self, request, context):
+        """Stage 5: reveal the shares the coordinator needs to remove the masks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSecAggStage(self, request, context):
+        """Wait up to a few seconds for a stage of the current task's aggregation
+        to start and return that stage's inputs for the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +193,31 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ReportMetrics,
                     request_deserializer=fedcdr_dot_v1_dot_federation__pb2.ReportMetricsRequest.FromString,
                     response_serializer=fedcdr_dot_v1_dot_federation__pb2.ReportMetricsResponse.SerializeToString,
+            ),
+            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvertiseKeys,
+                    request_deserializer=fedcdr_dot_v1_dot_federation__pb2.AdvertiseKeysRequest.FromString,
+                    response_serializer=fedcdr_dot_v1_dot_federation__pb2.AdvertiseKeysResponse.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=fedcdr_dot_v1_dot_federation__pb2.ShareKeysRequest.FromString,
+                    response_serializer=fedcdr_dot_v1_dot_federation__pb2.ShareKeysResponse.SerializeToString,
+            ),
+            'ConsistencyCheck': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConsistencyCheck,
+                    request_deserializer=fedcdr_dot_v1_dot_federation__pb2.ConsistencyCheckRequest.FromString,
+                    response_serializer=fedcdr_dot_v1_dot_federation__pb2.ConsistencyCheckResponse.SerializeToString,
+            ),
+            'Unmask': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unmask,
+                    request_deserializer=fedcdr_dot_v1_dot_federation__pb2.UnmaskRequest.FromString,
+                    response_serializer=fedcdr_dot_v1_dot_federation__pb2.UnmaskResponse.SerializeToString,
+            ),
+            'GetSecAggStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSecAggStage,
+                    request_deserializer=fedcdr_dot_v1_dot_federation__pb2.GetSecAggStageRequest.FromString,
+                    response_serializer=fedcdr_dot_v1_dot_federation__pb2.GetSecAggStageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +356,141 @@ class Coordinator:
             '/fedcdr.v1.Coordinator/ReportMetrics',
             fedcdr_dot_v1_dot_federation__pb2.ReportMetricsRequest.SerializeToString,
             fedcdr_dot_v1_dot_federation__pb2.ReportMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvertiseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcdr.v1.Coordinator/AdvertiseKeys',
+            fedcdr_dot_v1_dot_federation__pb2.AdvertiseKeysRequest.SerializeToString,
+            fedcdr_dot_v1_dot_federation__pb2.AdvertiseKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcdr.v1.Coordinator/ShareKeys',
+            fedcdr_dot_v1_dot_federation__pb2.ShareKeysRequest.SerializeToString,
+            fedcdr_dot_v1_dot_federation__pb2.ShareKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConsistencyCheck(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcdr.v1.Coordinator/ConsistencyCheck',
+            fedcdr_dot_v1_dot_federation__pb2.ConsistencyCheckRequest.SerializeToString,
+            fedcdr_dot_v1_dot_federation__pb2.ConsistencyCheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unmask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcdr.v1.Coordinator/Unmask',
+            fedcdr_dot_v1_dot_federation__pb2.UnmaskRequest.SerializeToString,
+            fedcdr_dot_v1_dot_federation__pb2.UnmaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSecAggStage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcdr.v1.Coordinator/GetSecAggStage',
+            fedcdr_dot_v1_dot_federation__pb2.GetSecAggStageRequest.SerializeToString,
+            fedcdr_dot_v1_dot_federation__pb2.GetSecAggStageResponse.FromString,
             options,
             channel_credentials,
             insecure,

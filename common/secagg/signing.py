@@ -200,3 +200,22 @@ def _check_signature(
         raise SignatureError(
             f"advertisement signature of domain {domain!r} is invalid"
         ) from error
+
+
+# Consistency check
+
+_SURVIVORS_LABEL = b"fedcdr/v1/survivors"
+
+
+def survivors_bytes(run_id: str, round_index: int, survivors: list[str]) -> bytes:
+    """Encode the survivor list of a round, in sorted order, for signing.
+
+    Each survivor signs this message in the consistency check, so a
+    coordinator that shows different lists to different clients is caught.
+    """
+    names = sorted(check_name(name, "survivor") for name in survivors)
+    return encode_fields(
+        _SURVIVORS_LABEL,
+        round_salt(run_id, round_index),
+        *(name.encode() for name in names),
+    )
