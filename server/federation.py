@@ -14,6 +14,16 @@ from dataclasses import dataclass, field
 from common.config import CoordinatorConfig
 from common.pb import federation_pb2 as pb
 from server.aggregation import AggregationError, Aggregator
+from common.secagg.vector import SECAGG_ENCODING
+from server.errors import (
+    DuplicateError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    QuorumError,
+    WrongStageError,
+)
+from server.secagg import WIRE_STAGES, SecAggSession
+from server.secagg import Stage as SecAggStage
 
 logger = logging.getLogger(__name__)
 
@@ -54,30 +64,6 @@ def _check_round_metrics(metrics: pb.RoundMetrics, rounds: int) -> None:
                 )
 
 
-class ProtocolError(Exception):
-    """Base of the errors a request can cause; the servicer maps each to a status."""
-
-
-class PermissionDeniedError(ProtocolError):
-    """The caller may not act as the domain it names."""
-
-
-class InvalidRequestError(ProtocolError):
-    """A request field is malformed."""
-
-
-class WrongStageError(ProtocolError):
-    """The request does not fit the run's current stage or task."""
-
-
-class DuplicateError(ProtocolError):
-    """The request repeats one that was already applied."""
-
-
-class QuorumError(RuntimeError):
-    """Too few domains took part before a deadline."""
-
-
 @dataclass
 class Task:
     """One unit of work every participant does once: a codebook step or a round."""
@@ -91,15 +77,19 @@ class Task:
     round: int = 0
     step: int = 0
     uploaded: set[str] = field(default_factory=set)
+    secagg: SecAggSession | None = None
 
     def view(self) -> pb.GetTaskResponse:
-        return pb.GetTaskResponse(
+        response = pb.GetTaskResponse(
             kind=self.kind,  # type: ignore[arg-type]
             task_id=self.task_id,
             round=self.round,
             step=self.step,
             vector_length=self.vector_length,
         )
+        if self.secagg is not None:
+            response.secagg.CopyFrom(self.secagg.task_message())
+        return response
 
 
 @dataclass
@@ -230,6 +220,10 @@ class Federation:
             or domain in self._completed(task)
         ):
             return pb.GetTaskResponse(kind=pb.TASK_KIND_WAIT)
+        if task.secagg is not None and not task.secagg.accepts_newcomer(domain):
+            # A client that restarted mid-aggregation lost its keys, so it
+            # waits for the next task.
+            return pb.GetTaskResponse(kind=pb.TASK_KIND_WAIT)
         return task.view()
 
     def download(self, domain: str, task_id: str) -> tuple[pb.TensorManifest, bytes]:
@@ -244,6 +238,17 @@ class Federation:
         """Add the caller's upload to the current task's aggregate."""
         with self._cond:
             task = self._current_task(domain, task_id)
+            if task.secagg is not None:
+                if encoding != SECAGG_ENCODING:
+                    raise InvalidRequestError(
+                        f"upload encoding {encoding!r} does not match this run's "
+                        f"{SECAGG_ENCODING!r}; secure aggregation takes only "
+                        "masked inputs"
+                    )
+                task.secagg.add_masked_input(domain, payload)
+                logger.info("masked input accepted task=%s domain=%s", task_id, domain)
+                self._cond.notify_all()
+                return
             if task.aggregator is None:
                 raise WrongStageError(f"task {task_id} takes no upload")
             if domain in task.uploaded:
@@ -295,9 +300,77 @@ class Federation:
         """Return the payload size the caller's current task takes, in bytes."""
         with self._cond:
             task = self._current_task(domain, task_id)
+            if task.secagg is not None:
+                return task.secagg.layout.masked_length * 4
             if task.aggregator is None:
                 raise WrongStageError(f"task {task_id} takes no upload")
             return task.vector_length * 8
+
+    # Secure aggregation, RPC side
+
+    def advertise_keys(
+        self, domain: str, task_id: str, advertisement: pb.KeyAdvertisement
+    ) -> None:
+        """Record the caller's key advertisement for the current task."""
+        with self._cond:
+            self._session(domain, task_id).advertise(domain, advertisement)
+            self._cond.notify_all()
+
+    def share_keys(
+        self, domain: str, task_id: str, shares: list[pb.EncryptedShare]
+    ) -> None:
+        """Record the caller's encrypted share bundles for its peers."""
+        with self._cond:
+            self._session(domain, task_id).share_keys(domain, shares)
+            self._cond.notify_all()
+
+    def consistency_check(self, domain: str, task_id: str, signature: bytes) -> None:
+        """Record the caller's signature over the survivor list."""
+        with self._cond:
+            self._session(domain, task_id).consistency_check(domain, signature)
+            self._cond.notify_all()
+
+    def unmask(
+        self,
+        domain: str,
+        task_id: str,
+        self_mask_shares: list[pb.RevealedShare],
+        mask_key_shares: list[pb.RevealedShare],
+    ) -> None:
+        """Record the shares the caller reveals to remove the masks."""
+        with self._cond:
+            self._session(domain, task_id).unmask(
+                domain, self_mask_shares, mask_key_shares
+            )
+            self._cond.notify_all()
+
+    def secagg_stage(
+        self, domain: str, task_id: str, stage: int, wait_s: float = LONG_POLL_S
+    ) -> pb.GetSecAggStageResponse:
+        """Return the inputs of an aggregation stage, waiting up to ``wait_s``
+        for the stage to start."""
+        wanted = WIRE_STAGES.get(stage)  # type: ignore[call-overload]
+        if wanted is None or wanted is SecAggStage.ADVERTISE_KEYS:
+            raise InvalidRequestError(
+                f"stage {stage} has no inputs to wait for; ask for SHARE_KEYS, "
+                "MASKED_INPUT, CONSISTENCY_CHECK or UNMASK"
+            )
+        deadline = self._clock() + wait_s
+        with self._cond:
+            while True:
+                response = self._session(domain, task_id).view(domain, wanted)
+                remaining = deadline - self._clock()
+                if response.ready or remaining <= 0:
+                    return response
+                self._cond.wait(remaining)
+
+    def _session(self, domain: str, task_id: str) -> SecAggSession:
+        task = self._current_task(domain, task_id)
+        if task.secagg is None:
+            raise WrongStageError(
+                f"task {task_id} is not securely aggregated; upload in the clear"
+            )
+        return task.secagg
 
     def _require_joined(self, domain: str) -> DomainRecord:
         if domain not in self.config.domains:
@@ -360,7 +433,12 @@ class Federation:
         the domains that completed it.
 
         A participant that misses the deadline is dropped for this task only.
+        A securely aggregated task gives ``deadline_s`` to its masked-input
+        stage, which includes local training, and ``timeouts.stage_s`` to each
+        other stage.
         """
+        if task.secagg is not None:
+            return self._run_secure_task(task, task.secagg, deadline_s)
         with self._cond:
             self._task = task
             self._cond.notify_all()
@@ -392,6 +470,55 @@ class Federation:
             )
         return done
 
+    def _run_secure_task(
+        self, task: Task, session: SecAggSession, deadline_s: float
+    ) -> set[str]:
+        stage_s = self.config.timeouts.stage_s
+        try:
+            with self._cond:
+                self._task = task
+                self._cond.notify_all()
+                while session.stage not in (SecAggStage.COMPLETE, SecAggStage.FAILED):
+                    limit = (
+                        deadline_s
+                        if session.stage is SecAggStage.MASKED_INPUT
+                        else stage_s
+                    )
+                    self._wait_for_stage(session, limit)
+                    if self._stage is Stage.ABORTED:
+                        raise QuorumError(f"task {task.task_id}: the run was aborted")
+                    session.close_stage(task.task_id)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                session.fail()
+                self._task = None
+                done = (
+                    set(session.survivors)
+                    if session.stage is SecAggStage.COMPLETE
+                    else set()
+                )
+                for domain in task.participants - done:
+                    if domain in self.domains:
+                        self.domains[domain].dropped = True
+                self._cond.notify_all()
+        if len(done) < self.config.min_domains:
+            raise QuorumError(
+                f"task {task.task_id}: {len(done)} of {len(task.participants)} "
+                f"domains' inputs were aggregated; min_domains is "
+                f"{self.config.min_domains}"
+            )
+        return done
+
+    def _wait_for_stage(self, session: SecAggSession, limit_s: float) -> None:
+        """Wait under the lock until every expected domain acted, or the limit."""
+        deadline = self._clock() + limit_s
+        while session.acted() != session.expected():
+            remaining = deadline - self._clock()
+            if remaining <= 0 or self._stage is Stage.ABORTED:
+                return
+            self._cond.wait(min(remaining, 1.0))
+
     def _completed(self, task: Task) -> set[str]:
         if task.kind == pb.TASK_KIND_FINISH:
             return {
@@ -399,6 +526,8 @@ class Federation:
                 for d in task.participants
                 if {"federated", "local_only"} <= self.domains[d].final
             }
+        if task.secagg is not None:
+            return task.secagg.finished()
         return set(task.uploaded)
 
     def _task_complete(self, task: Task) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,14 +16,39 @@ from common.atomic import write_bytes_atomic
 from common.config import CoordinatorConfig
 from common.model import GlobalEncoder, global_parameter_names
 from common.pb import federation_pb2 as pb
+from common.secagg.vector import (
+    VectorLayout,
+    check_ring_fits,
+    cluster_layout,
+    moments_layout,
+    train_layout,
+)
 from common.tensors import pack_arrays
 from server.aggregation import Aggregator, PlainSumAggregator
 from server.federation import Federation, QuorumError, Stage, Task
+from server.secagg import SecAggSession, SessionSettings
 from server.report import write_reports
 
 logger = logging.getLogger(__name__)
 
 AggregatorFactory = Callable[[int], Aggregator]
+
+
+def automatic_clip(config: CoordinatorConfig, max_sequences: int) -> float:
+    """Return the default clipping bound of a model-delta value for one round.
+
+    AdamW moves a parameter by about the learning rate per step (more only
+    while its gradient's sign keeps changing little and its scale jumps), so
+    the bound is the learning rate times the local steps of the largest
+    domain in one round.
+
+    NOTE: this is an estimate of Adam's step size, not a proven bound; the
+    coordinator logs the clipped fraction of every round so that a run whose
+    clipping matters shows it.
+    """
+    train = config.train
+    steps = train.local_epochs * max(1, math.ceil(max_sequences / train.batch_size))
+    return train.learning_rate * steps
 
 
 def initial_global_weights(config: CoordinatorConfig) -> dict[str, np.ndarray]:
@@ -58,6 +84,7 @@ class RoundLoop:
         self.federation = federation
         self._new_aggregator = aggregator_factory
         self.summary: dict[str, object] = {}
+        self._aggregations = 0
 
     def run(self) -> dict[str, object]:
         """Run every stage; abort the run and re-raise on a missed quorum."""
@@ -90,27 +117,110 @@ class RoundLoop:
         self,
         kind: int,
         task_id: str,
-        vector_length: int,
+        layout: VectorLayout | None,
         download: dict[str, np.ndarray] | None,
         round_index: int = 0,
         step: int = 0,
     ) -> Task:
+        participants = self.federation.active_domains()
+        vector_length = layout.length if layout is not None else 0
+        secure = self.config.secagg.enabled and layout is not None
         return Task(
             kind=kind,
             task_id=task_id,
-            participants=self.federation.active_domains(),
+            participants=participants,
             vector_length=vector_length,
             download=pack_arrays(download) if download is not None else None,
-            aggregator=self._new_aggregator(vector_length) if vector_length else None,
+            aggregator=(
+                self._new_aggregator(vector_length)
+                if vector_length and not secure
+                else None
+            ),
             round=round_index,
             step=step,
+            secagg=(
+                self._session(kind, participants, layout)
+                if secure and layout is not None
+                else None
+            ),
         )
+
+    def _session(
+        self, kind: int, participants: frozenset[str], layout: VectorLayout
+    ) -> SecAggSession:
+        """Build the secure aggregation of one task, after the ring size check."""
+        secagg = self.config.secagg
+        weight_cap = self._weight_cap(kind, participants)
+        check_ring_fits(layout, secagg.levels, len(participants), weight_cap)
+        self._aggregations += 1
+        settings = SessionSettings(
+            run_id=self.config.run_id,
+            mode=secagg.mode,
+            threshold=secagg.threshold,
+            neighbours=secagg.neighbours,
+            levels=secagg.levels,
+        )
+        return SecAggSession(
+            settings, self._aggregations, participants, layout, weight_cap
+        )
+
+    def _weight_cap(self, kind: int, participants: frozenset[str]) -> int:
+        """Return the largest weight a participant may send: its training
+        sequences (one per user) for a round, its items for the codebook."""
+        records = self.federation.snapshot()
+        sizes = [
+            records[d].stats.n_users
+            if kind == pb.TASK_KIND_TRAIN
+            else records[d].stats.n_items
+            for d in participants
+            if d in records
+        ]
+        return max(sizes, default=1)
 
     def _aggregate(self, task: Task) -> np.ndarray:
         self.federation.run_task(task, self.config.timeouts.round_s)
+        if task.secagg is not None:
+            total = task.secagg.total()
+            self._log_clipping(task, task.secagg)
+            return total
         if task.aggregator is None:
             raise RuntimeError(f"task {task.task_id} has no aggregator")
         return task.aggregator.total()
+
+    def _log_clipping(self, task: Task, session: SecAggSession) -> None:
+        quantized = sum(
+            s.length for s in session.layout.segments if s.kind == "quantized"
+        )
+        values = quantized * max(1, len(session.survivors))
+        fraction = session.clipped_total / values if values else 0.0
+        level = (
+            logging.WARNING
+            if fraction > self.config.secagg.clipped_warning_fraction
+            else logging.INFO
+        )
+        logger.log(
+            level,
+            "task=%s clipped %.4f%% of %d values (secagg.clip or "
+            "secagg.group_clip sets the bound)",
+            task.task_id,
+            100 * fraction,
+            values,
+        )
+
+    def _train_layout(self, weights: dict[str, np.ndarray]) -> VectorLayout:
+        secagg = self.config.secagg
+        if secagg.clip > 0:
+            default = secagg.clip
+        else:
+            participants = self.federation.active_domains()
+            default = automatic_clip(
+                self.config, self._weight_cap(pb.TASK_KIND_TRAIN, participants)
+            )
+        tensors = [(name, value.size) for name, value in weights.items()]
+        bounds = [
+            secagg.group_clip.get(name.split(".")[0], default) for name in weights
+        ]
+        return train_layout(tensors, bounds)
 
     def _train_codebook(self) -> np.ndarray:
         """Run the federated k-means of the product-quantization codebook."""
@@ -121,7 +231,7 @@ class RoundLoop:
         task = self._task(
             pb.TASK_KIND_CODEBOOK_MOMENTS,
             "codebook-0",
-            2 * model.text_dim + 1,
+            moments_layout(model.text_dim),
             None,
             step=0,
         )
@@ -133,12 +243,12 @@ class RoundLoop:
         )
         logger.info("codebook initialized from %d item embeddings", int(count))
 
-        length = model.n_subspaces * model.n_centroids * (sub_dim + 1)
+        layout = cluster_layout(model.n_subspaces, model.n_centroids, sub_dim)
         for step in range(1, self.config.train.kmeans_iterations + 1):
             task = self._task(
                 pb.TASK_KIND_CODEBOOK_STEP,
                 f"codebook-{step}",
-                length,
+                layout,
                 {"centroids": centroids},
                 step=step,
             )
@@ -156,11 +266,10 @@ class RoundLoop:
     ) -> dict[str, np.ndarray]:
         """Run one FedAvg round and return the new global weights."""
         logger.info("round=%d started", round_index)
-        n_values = sum(w.size for w in weights.values())
         task = self._task(
             pb.TASK_KIND_TRAIN,
             f"train-{round_index}",
-            n_values + 1,
+            self._train_layout(weights),
             _download_state(centroids, weights),
             round_index=round_index,
         )
@@ -187,7 +296,7 @@ class RoundLoop:
         task = self._task(
             pb.TASK_KIND_FINISH,
             "finish",
-            0,
+            None,
             _download_state(centroids, weights),
             round_index=self.config.train.rounds,
         )

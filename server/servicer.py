@@ -14,16 +14,20 @@ import grpc
 from common import tls
 from common.pb import federation_pb2 as pb
 from common.pb import federation_pb2_grpc as pb_grpc
-from common.runconfig import PROTOCOL_VERSION, run_config_to_proto
+from common.runconfig import (
+    PROTOCOL_VERSION,
+    run_config_to_proto,
+    secagg_config_to_proto,
+)
 from common.tensors import MAX_PAYLOAD_BYTES, tensor_chunks
-from server.federation import (
+from server.errors import (
     DuplicateError,
-    Federation,
     InvalidRequestError,
     PermissionDeniedError,
     ProtocolError,
     WrongStageError,
 )
+from server.federation import Federation
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +110,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             abort_with(context, error)
         config = self._federation.config
         return pb.JoinResponse(
-            run_id=config.run_id, config=run_config_to_proto(config.model, config.train)
+            run_id=config.run_id,
+            config=run_config_to_proto(config.model, config.train),
+            secagg=secagg_config_to_proto(config.secagg),
         )
 
     def GetTask(
@@ -172,6 +178,83 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         finally:
             with self._uploading_lock:
                 self._uploading.discard(domain)
+
+    def AdvertiseKeys(
+        self, request: pb.AdvertiseKeysRequest, context: grpc.ServicerContext
+    ) -> pb.AdvertiseKeysResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            self._check_certificate(context, request.advertisement.certificate_pem)
+            self._federation.advertise_keys(
+                domain, request.task_id, request.advertisement
+            )
+        except ProtocolError as error:
+            abort_with(context, error)
+        return pb.AdvertiseKeysResponse()
+
+    def ShareKeys(
+        self, request: pb.ShareKeysRequest, context: grpc.ServicerContext
+    ) -> pb.ShareKeysResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            self._federation.share_keys(domain, request.task_id, list(request.shares))
+        except ProtocolError as error:
+            abort_with(context, error)
+        return pb.ShareKeysResponse()
+
+    def ConsistencyCheck(
+        self, request: pb.ConsistencyCheckRequest, context: grpc.ServicerContext
+    ) -> pb.ConsistencyCheckResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            self._federation.consistency_check(
+                domain, request.task_id, request.signature
+            )
+        except ProtocolError as error:
+            abort_with(context, error)
+        return pb.ConsistencyCheckResponse()
+
+    def Unmask(
+        self, request: pb.UnmaskRequest, context: grpc.ServicerContext
+    ) -> pb.UnmaskResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            self._federation.unmask(
+                domain,
+                request.task_id,
+                list(request.self_mask_shares),
+                list(request.mask_key_shares),
+            )
+        except ProtocolError as error:
+            abort_with(context, error)
+        return pb.UnmaskResponse()
+
+    def GetSecAggStage(
+        self, request: pb.GetSecAggStageRequest, context: grpc.ServicerContext
+    ) -> pb.GetSecAggStageResponse:
+        try:
+            domain = self._caller(context, request.domain)
+            self._check_run(request.run_id)
+            return self._federation.secagg_stage(domain, request.task_id, request.stage)
+        except ProtocolError as error:
+            abort_with(context, error)
+
+    def _check_certificate(
+        self, context: grpc.ServicerContext, certificate_pem: bytes
+    ) -> None:
+        """Require an advertised certificate to be the one the caller connected with."""
+        if self._insecure:
+            return
+        presented = tls.peer_certificate(context)
+        if presented is None or presented.strip() != certificate_pem.strip():
+            raise PermissionDeniedError(
+                "the advertised certificate is not the client certificate of this "
+                "connection; advertise the certificate in tls.cert"
+            )
 
     def ReportMetrics(
         self, request: pb.ReportMetricsRequest, context: grpc.ServicerContext
