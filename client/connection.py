@@ -69,6 +69,11 @@ class CoordinatorClient:
         self._stub = pb_grpc.CoordinatorStub(channel)
         self.run_id = ""
 
+    @property
+    def domain(self) -> str:
+        """The domain this client acts for."""
+        return self._config.domain
+
     def _call(self, what: str, function: Callable[[], T]) -> T:
         first_failure: float | None = None
         delay = 0.5
@@ -79,7 +84,7 @@ class CoordinatorClient:
                 code = error.code()  # type: ignore[attr-defined]
                 detail = error.details()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.FAILED_PRECONDITION and what.startswith(
-                    ("Download", "Upload")
+                    ("Download", "Upload", "SecAgg")
                 ):
                     raise StaleTaskError(f"{what}: {detail}") from None
                 if (
@@ -139,14 +144,20 @@ class CoordinatorClient:
         return self._call(f"Download {task_id}", fetch)
 
     def upload(self, task_id: str, vector: np.ndarray) -> None:
-        """Upload a float64 vector; a duplicate of an accepted upload is success."""
+        """Upload a float64 vector in the clear; a duplicate of an accepted
+        upload is success."""
         payload = np.ascontiguousarray(vector, dtype="<f8").tobytes()
+        self.upload_payload(task_id, payload, PLAIN_ENCODING)
+
+    def upload_payload(self, task_id: str, payload: bytes, encoding: str) -> None:
+        """Upload encoded bytes in chunks; a duplicate of an accepted upload is
+        success."""
         pieces = split_payload(payload)
         header = pb.UploadHeader(
             domain=self._config.domain,
             run_id=self.run_id,
             task_id=task_id,
-            encoding=PLAIN_ENCODING,
+            encoding=encoding,
             total_bytes=len(payload),
             count=len(pieces),
             sha256=hashlib.sha256(payload).digest(),
@@ -181,3 +192,91 @@ class CoordinatorClient:
                 request, timeout=self._config.rpc_timeout_s
             ),
         )
+
+    # Secure aggregation
+
+    def advertise_keys(self, task_id: str, advertisement: pb.KeyAdvertisement) -> None:
+        request = pb.AdvertiseKeysRequest(
+            domain=self._config.domain,
+            run_id=self.run_id,
+            task_id=task_id,
+            advertisement=advertisement,
+        )
+        self._send_once(
+            f"SecAgg AdvertiseKeys {task_id}", self._stub.AdvertiseKeys, request
+        )
+
+    def share_keys(self, task_id: str, shares: list[pb.EncryptedShare]) -> None:
+        request = pb.ShareKeysRequest(
+            domain=self._config.domain,
+            run_id=self.run_id,
+            task_id=task_id,
+            shares=shares,
+        )
+        self._send_once(f"SecAgg ShareKeys {task_id}", self._stub.ShareKeys, request)
+
+    def consistency_check(self, task_id: str, signature: bytes) -> None:
+        request = pb.ConsistencyCheckRequest(
+            domain=self._config.domain,
+            run_id=self.run_id,
+            task_id=task_id,
+            signature=signature,
+        )
+        self._send_once(
+            f"SecAgg ConsistencyCheck {task_id}", self._stub.ConsistencyCheck, request
+        )
+
+    def unmask(
+        self,
+        task_id: str,
+        self_mask_shares: list[pb.RevealedShare],
+        mask_key_shares: list[pb.RevealedShare],
+    ) -> None:
+        request = pb.UnmaskRequest(
+            domain=self._config.domain,
+            run_id=self.run_id,
+            task_id=task_id,
+            self_mask_shares=self_mask_shares,
+            mask_key_shares=mask_key_shares,
+        )
+        self._send_once(f"SecAgg Unmask {task_id}", self._stub.Unmask, request)
+
+    def secagg_stage(
+        self, task_id: str, stage: pb.SecAggStage
+    ) -> pb.GetSecAggStageResponse:
+        """Wait until an aggregation stage starts and return its inputs.
+
+        Raises
+        ------
+        StaleTaskError
+            When the task or its aggregation ended before the stage started.
+        """
+        request = pb.GetSecAggStageRequest(
+            domain=self._config.domain, run_id=self.run_id, task_id=task_id, stage=stage
+        )
+        name = pb.SecAggStage.Name(stage)
+        while True:
+            response = self._call(
+                f"SecAgg GetSecAggStage {name} {task_id}",
+                lambda: self._stub.GetSecAggStage(
+                    request, timeout=self._config.rpc_timeout_s
+                ),
+            )
+            if response.ready:
+                return response
+
+    def _send_once(
+        self, what: str, method: Callable[..., object], request: object
+    ) -> None:
+        """Call ``method``, treating ALREADY_EXISTS as success, because a retry
+        after a lost response repeats a request the coordinator applied."""
+
+        def send() -> None:
+            try:
+                method(request, timeout=self._config.rpc_timeout_s)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+                    raise
+                logger.info("%s was already accepted", what)
+
+        self._call(what, send)

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from client.aggregation import PlainUpload, SecureUpload
 from client.baseline import train_local_only
 from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
+from client.secagg import Identity, RefusalError, load_identity
 from client.session import MODEL_FILE, DomainModel, domain_seed, item_code_table
 from common import pq
 from common.config import ClientConfig, ModelConfig, TrainConfig
@@ -48,6 +50,8 @@ class DomainClient:
         self.seed = 0
         self.state: DomainModel | None = None
         self.centroids: np.ndarray | None = None
+        self.secagg = pb.SecAggConfig()
+        self.identity: Identity | None = load_identity(config.tls)
 
     def run(self) -> None:
         """Join and serve tasks; raise RunAbortedError if the run is aborted."""
@@ -79,6 +83,14 @@ class DomainClient:
                     task.task_id,
                     error,
                 )
+            except RefusalError as error:
+                logger.error(
+                    "domain=%s task=%s secure aggregation refused, nothing secret "
+                    "was revealed: %s",
+                    self.config.domain,
+                    task.task_id,
+                    error,
+                )
 
     def _join(self) -> None:
         data = self.inputs.data
@@ -89,6 +101,22 @@ class DomainClient:
         )
         response = self.coordinator.join(stats, PROTOCOL_VERSION)
         self.model_config, self.train_config = run_config_from_proto(response.config)
+        self.secagg = response.secagg
+        if (
+            self.secagg.enabled
+            and self.secagg.mode == "active"
+            and self.identity is None
+        ):
+            raise RunAbortedError(
+                "the run uses active-mode secure aggregation, which signs keys with "
+                "the domain certificate; set tls.ca, tls.cert and tls.key"
+            )
+        if not self.secagg.enabled:
+            logger.warning(
+                "domain=%s the run aggregates in the clear: the coordinator sees "
+                "this domain's updates",
+                self.config.domain,
+            )
         if self.inputs.embeddings.shape[1] != self.model_config.text_dim:
             raise RunAbortedError(
                 f"item embeddings have {self.inputs.embeddings.shape[1]} dimensions, "
@@ -105,18 +133,36 @@ class DomainClient:
         return self.model_config, self.train_config
 
     def _codebook_moments(self, task: pb.GetTaskResponse) -> None:
+        upload = self._begin_upload(task)
         total, squares, count = moment_stats(self.inputs.embeddings)
-        self._upload(task, pq.pack_moments(total, squares, count))
+        self._upload(task, upload, pq.pack_moments(total, squares, count))
 
     def _codebook_step(self, task: pb.GetTaskResponse) -> None:
+        upload = self._begin_upload(task)
         centroids = self.coordinator.download(task.task_id)["centroids"]
         sums, counts = cluster_stats(self.inputs.embeddings, centroids)
-        self._upload(task, pq.pack_cluster_stats(sums, counts))
+        self._upload(task, upload, pq.pack_cluster_stats(sums, counts))
 
     def _train(self, task: pb.GetTaskResponse) -> None:
+        upload = self._begin_upload(task)
         state = self._load(task)
         self._evaluate_and_report(state, task.round - 1, final=False)
-        self._upload(task, state.train_round())
+        self._upload(task, upload, state.train_round())
+
+    def _begin_upload(self, task: pb.GetTaskResponse) -> PlainUpload | SecureUpload:
+        """Start the task's aggregation; the key stages run before training."""
+        if not task.HasField("secagg"):
+            if self.secagg.enabled:
+                raise RefusalError(
+                    f"task {task.task_id} asks for an upload in the clear, but the "
+                    "run uses secure aggregation"
+                )
+            return PlainUpload(self.coordinator, task)
+        upload = SecureUpload(
+            self.coordinator, task, self.secagg, self.identity, self.seed
+        )
+        upload.start()
+        return upload
 
     def _finish(self, task: pb.GetTaskResponse) -> None:
         state = self._load(task)
@@ -164,11 +210,16 @@ class DomainClient:
         state.keep_if_best(result, self.config.work_dir / MODEL_FILE, metadata, extra)
         self.coordinator.report("federated", [result.to_proto()], final=final)
 
-    def _upload(self, task: pb.GetTaskResponse, vector: np.ndarray) -> None:
+    def _upload(
+        self,
+        task: pb.GetTaskResponse,
+        upload: PlainUpload | SecureUpload,
+        vector: np.ndarray,
+    ) -> None:
         if vector.shape != (task.vector_length,):
             raise RunAbortedError(
                 f"task {task.task_id} expects {task.vector_length} values, "
                 f"this client computed {vector.shape[0]}; the client and coordinator "
                 "disagree on the model shape"
             )
-        self.coordinator.upload(task.task_id, vector)
+        upload.submit(vector)

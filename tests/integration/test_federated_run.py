@@ -45,7 +45,7 @@ def _coordinator_config(path: Path, certs: Path) -> None:
         f'ca = "{certs}/coordinator/ca.pem"\n'
         f'cert = "{certs}/coordinator/cert.pem"\n'
         f'key = "{certs}/coordinator/key.pem"\n'
-        "[timeouts]\njoin_s = 120\nround_s = 120\nreport_s = 120\n"
+        "[timeouts]\njoin_s = 300\nround_s = 120\nreport_s = 120\n"
         f"[train]\nrounds = {ROUNDS}\nlocal_epochs = 2\nkmeans_iterations = 3\n"
         "batch_size = 16\nlearning_rate = 0.005\n"
         "[model]\nhidden_size = 32\nn_layers = 1\ninner_size = 64\n"
