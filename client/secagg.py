@@ -373,16 +373,16 @@ class Participant:
             self._check_signatures(list(stage.signatures))
 
         # One kind of share per client: seeds of survivors, keys of the dropped.
-        held = {self.domain: self._own_shares, **self._received}
+        shares_by_owner = {self.domain: self._own_shares, **self._received}
         seeds = [
-            pb.RevealedShare(owner=owner, share=held[owner][0])
+            pb.RevealedShare(owner=owner, share=shares_by_owner[owner][0])
             for owner in survivors
-            if owner in held
+            if owner in shares_by_owner
         ]
         keys = [
-            pb.RevealedShare(owner=owner, share=held[owner][1])
+            pb.RevealedShare(owner=owner, share=shares_by_owner[owner][1])
             for owner in sorted(dropped)
-            if owner in held and owner != self.domain
+            if owner in shares_by_owner and owner != self.domain
         ]
         return seeds, keys
 

@@ -27,6 +27,7 @@ from common.pb import federation_pb2_grpc as pb_grpc
 from common.tensors import MAX_MESSAGE_BYTES
 from server.federation import Federation, QuorumError
 from server.report import format_table
+from server.secagg import MIN_PRIVATE_DOMAINS
 from server.rounds import RoundLoop
 from server.servicer import CoordinatorServicer
 
@@ -128,6 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     logger.info(
         "run=%s serving on %s domains=%s", config.run_id, address, config.domains
     )
+    _warn_about_privacy(config)
 
     code = EXIT_OK
     try:
@@ -145,6 +147,22 @@ def _run(args: argparse.Namespace) -> int:
         server.stop(grace=5).wait()
     logger.info("run=%s ended exit_code=%d", config.run_id, code)
     return code
+
+
+def _warn_about_privacy(config: CoordinatorConfig) -> None:
+    """Log the settings under which the coordinator or a domain learns more."""
+    if not config.secagg.enabled:
+        logger.warning(
+            "secagg.enabled = false: uploads are summed in the clear, so the "
+            "coordinator sees each domain's update; use only for tests"
+        )
+    elif len(config.domains) < MIN_PRIVATE_DOMAINS:
+        logger.warning(
+            "only %d domains are configured: with fewer than %d, each domain can "
+            "work out the others' updates from the aggregate and its own update",
+            len(config.domains),
+            MIN_PRIVATE_DOMAINS,
+        )
 
 
 def _start_server(

@@ -1,4 +1,4 @@
-"""Who masks with whom: the complete graph or a SecAgg+ k-regular graph, and thresholds.
+"""Pairing graphs of secure aggregation (complete or SecAgg+ k-regular) and thresholds.
 
 Bonawitz et al. (CCS 2017) pair every client with every other, which costs
 O(n) masks and shares per client. SecAgg+ (Bell et al., CCS 2020) pairs each

@@ -151,19 +151,26 @@ def add_mask(
     zeros = memoryview(bytes(chunk_words * _WORD_SIZE))
     # Room for block_size - 1 bytes past the output, which update_into may require.
     keystream_bytes = bytearray(chunk_words * _WORD_SIZE + _AES_BLOCK_SIZE - 1)
+    # One uint32 view of the keystream, made once, so each step costs only
+    # the encryption and the addition.
+    keystream = np.frombuffer(keystream_bytes, dtype="<u4", count=chunk_words)
     combine = np.add if sign == 1 else np.subtract
+    full_stop = buffer.size - buffer.size % chunk_words
 
-    for start in range(0, buffer.size, chunk_words):
-        stop = min(start + chunk_words, buffer.size)
-        count = stop - start
-
+    for start in range(0, full_stop, chunk_words):
         # Encrypting zeros in CTR mode outputs the keystream itself.
-        encryptor.update_into(zeros[: count * _WORD_SIZE], keystream_bytes)
-        keystream = np.frombuffer(keystream_bytes, dtype="<u4", count=count)
+        encryptor.update_into(zeros, keystream_bytes)
 
         # uint32 arithmetic in NumPy wraps, which is the reduction mod 2**32.
-        window = buffer[start:stop]
+        window = buffer[start : start + chunk_words]
         combine(window, keystream, out=window)
+
+    # The last, shorter chunk continues the same keystream.
+    count = buffer.size - full_stop
+    if count:
+        encryptor.update_into(zeros[: count * _WORD_SIZE], keystream_bytes)
+        window = buffer[full_stop:]
+        combine(window, keystream[:count], out=window)
 
 
 def mask_words(key: bytes, n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ deltas times the client's weight followed by the weight, or codebook sums
 followed by their counts. Secure aggregation adds vectors mod 2**32, so each
 stretch is mapped into the ring before masking:
 
-- a QUANTIZED stretch holds weighted floats w * x. The client divides by w,
+- a QUANTIZED stretch contains weighted floats w * x. The client divides by w,
   clips x to [-bound, bound], rounds it stochastically to Q levels and sends
   q * w. The ring sum T = sum_u w_u q_u with the summed weight W gives back
   sum_u w_u x_u = T * step - W * bound, with step = 2 bound / (Q - 1).

@@ -275,3 +275,11 @@ def test_strangers_never_join(federated_run):
 def test_each_client_trains_local_only_baseline_once(federated_run):
     for domain, log in federated_run["client_logs"].items():
         assert log.count("training the local-only baseline") == 1, domain
+
+
+def test_every_upload_is_masked(federated_run):
+    log = federated_run["coordinator_log"]
+
+    # codebook-0, the k-means steps and the rounds, from each domain.
+    assert log.count("masked input accepted") == len(DOMAINS) * (1 + 3 + ROUNDS)
+    assert "upload accepted" not in log
