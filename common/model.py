@@ -423,7 +423,13 @@ def global_parameter_names(config: ModelConfig) -> list[str]:
     """
     with torch.device("meta"):
         encoder = GlobalEncoder(config)
-    return list(encoder.state_dict())
+    # Only floating-point tensors are averaged; an integer buffer would be
+    # meaningless as a mean and is never part of an upload.
+    return [
+        name
+        for name, value in encoder.state_dict().items()
+        if value.is_floating_point()
+    ]
 
 
 def global_state_dict(model: SequenceRecommender) -> dict[str, Tensor]:

@@ -27,8 +27,7 @@ from common.secagg.graph import (
     minimum_threshold,
     neighbourhoods,
 )
-from common.secagg.keys import X25519_KEY_SIZE
-from common.secagg.shamir import SHARE_BYTES, ShareError
+from common.secagg.shamir import ShareError
 from common.secagg.vector import SECAGG_ENCODING, VectorLayout, decode
 from server.errors import (
     DuplicateError,
@@ -36,16 +35,16 @@ from server.errors import (
     QuorumError,
     WrongStageError,
 )
+from server.secagg_checks import (
+    MAX_SHARE_CIPHERTEXT_BYTES,
+    MAX_SIGNATURE_BYTES,
+    check_advertisement,
+    collect_shares,
+)
 from server.unmask import MaskRemovalInputs, remove_masks
 
 logger = logging.getLogger(__name__)
 
-# A share bundle is two 33-byte shares with length prefixes and names, plus
-# the GCM nonce and tag, so a few hundred bytes. The limit keeps a client from
-# filling the coordinator's memory through another client's inbox.
-MAX_SHARE_CIPHERTEXT_BYTES = 1024
-MAX_SIGNATURE_BYTES = 128
-MAX_CERTIFICATE_BYTES = 16 * 1024
 # Fewer domains than this let each of them learn too much from the sum.
 MIN_PRIVATE_DOMAINS = 3
 
@@ -173,7 +172,7 @@ class SecAggSession:
             )
         if domain in self.advertisements:
             raise DuplicateError(f"domain {domain!r} already advertised its keys")
-        _check_advertisement(domain, advertisement, self.settings.mode)
+        check_advertisement(domain, advertisement, self.settings.mode)
         keys = {advertisement.encryption_public, advertisement.mask_public}
         for other in self.advertisements.values():
             if keys & {other.encryption_public, other.mask_public}:
@@ -255,10 +254,10 @@ class SecAggSession:
             raise DuplicateError(f"domain {domain!r} already revealed its shares")
         holders = set(self.hoods[domain]) | {domain}
         dropped = self.shared - self.survivors
-        seeds = _collect_shares(
+        seeds = collect_shares(
             domain, self_mask_shares, holders & self.survivors, "self-mask"
         )
-        keys = _collect_shares(domain, mask_key_shares, holders & dropped, "mask-key")
+        keys = collect_shares(domain, mask_key_shares, holders & dropped, "mask-key")
         self.revealed[domain] = (seeds, keys)
 
     def view(self, domain: str, stage: Stage) -> pb.GetSecAggStageResponse:
@@ -469,65 +468,3 @@ _NEXT = {
     Stage.CONSISTENCY_CHECK: Stage.UNMASK,
     Stage.UNMASK: Stage.COMPLETE,
 }
-
-
-def _check_advertisement(
-    domain: str, advertisement: pb.KeyAdvertisement, mode: str
-) -> None:
-    if advertisement.domain != domain:
-        raise InvalidRequestError(
-            f"the advertisement names domain {advertisement.domain!r}, but the "
-            f"caller is {domain!r}"
-        )
-    for name in ("encryption_public", "mask_public"):
-        value = getattr(advertisement, name)
-        if len(value) != X25519_KEY_SIZE:
-            raise InvalidRequestError(
-                f"{name} of {domain!r} has {len(value)} bytes; an X25519 public "
-                f"key has {X25519_KEY_SIZE}"
-            )
-    if advertisement.encryption_public == advertisement.mask_public:
-        raise InvalidRequestError(
-            f"domain {domain!r} advertised the same key twice; make two key pairs"
-        )
-    if len(advertisement.certificate_pem) > MAX_CERTIFICATE_BYTES:
-        raise InvalidRequestError(
-            f"certificate of {domain!r} has {len(advertisement.certificate_pem)} "
-            f"bytes; the limit is {MAX_CERTIFICATE_BYTES}"
-        )
-    if len(advertisement.signature) > MAX_SIGNATURE_BYTES:
-        raise InvalidRequestError(
-            f"signature of {domain!r} has {len(advertisement.signature)} bytes; "
-            f"the limit is {MAX_SIGNATURE_BYTES}"
-        )
-    if mode == ACTIVE and not (
-        advertisement.signature and advertisement.certificate_pem
-    ):
-        raise InvalidRequestError(
-            f"domain {domain!r} sent no signature or certificate; active-mode "
-            "secure aggregation needs both"
-        )
-
-
-def _collect_shares(
-    domain: str, shares: list[pb.RevealedShare], allowed: set[str], kind: str
-) -> dict[str, bytes]:
-    """Check revealed shares: one per allowed owner, each SHARE_BYTES long."""
-    collected: dict[str, bytes] = {}
-    for share in shares:
-        if share.owner not in allowed:
-            raise InvalidRequestError(
-                f"domain {domain!r} revealed a {kind} share of {share.owner!r}, "
-                f"which it may not reveal in this stage (allowed: {sorted(allowed)})"
-            )
-        if share.owner in collected:
-            raise InvalidRequestError(
-                f"domain {domain!r} revealed two {kind} shares of {share.owner!r}"
-            )
-        if len(share.share) != SHARE_BYTES:
-            raise InvalidRequestError(
-                f"a {kind} share from {domain!r} has {len(share.share)} bytes; "
-                f"expected {SHARE_BYTES}"
-            )
-        collected[share.owner] = share.share
-    return collected
