@@ -5,7 +5,7 @@ where v runs over u's neighbours that shared keys and s(u, v) is +1 when
 u < v by name and -1 otherwise. Summed over the survivors, the pairwise masks
 between two survivors cancel. Left over are each survivor's self mask and the
 masks that survivors share with dropped clients. Both are rebuilt here and
-subtracted in one pass over a single accumulation buffer.
+subtracted in one pass over the sum.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from common.secagg.keys import private_key_from_bytes, shared_secret
 from common.secagg.masking import pairwise_mask_key, pairwise_sign, self_mask_key
-from common.secagg.prg import add_mask
+from common.secagg.prg import add_masks
 from common.secagg.shamir import ShareError, combine_many
 
 
@@ -72,11 +72,10 @@ def remove_masks(masked_sum: np.ndarray, inputs: MaskRemovalInputs) -> np.ndarra
     )
     keys = combine_many([inputs.key_shares[d] for d in dropped], inputs.threshold)
 
-    masks = np.zeros_like(masked_sum)
-
     # Self masks of the survivors.
-    for seed in seeds:
-        add_mask(masks, self_mask_key(seed, inputs.run_id, inputs.round_index))
+    masks = [
+        (self_mask_key(seed, inputs.run_id, inputs.round_index), 1) for seed in seeds
+    ]
 
     # Pairwise masks between each dropped client and its surviving neighbours.
     for domain, raw_key in zip(dropped, keys, strict=True):
@@ -96,6 +95,9 @@ def remove_masks(masked_sum: np.ndarray, inputs: MaskRemovalInputs) -> np.ndarra
             key = pairwise_mask_key(
                 secret, peer, domain, inputs.run_id, inputs.round_index
             )
-            add_mask(masks, key, pairwise_sign(peer, domain))
+            masks.append((key, pairwise_sign(peer, domain)))
 
-    return masked_sum - masks
+    # One pass over the sum removes every mask.
+    total = np.array(masked_sum, dtype=np.uint32, copy=True)
+    add_masks(total, [(key, -sign) for key, sign in masks])
+    return total

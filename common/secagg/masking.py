@@ -14,7 +14,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from common.secagg.keys import shared_secret
-from common.secagg.prg import add_mask, mask_key
+from common.secagg.prg import add_masks, mask_key
 
 # Name of the single masked tensor: the whole upload vector.
 MASKED_TENSOR = "update"
@@ -78,10 +78,11 @@ def mask_input(
     run_id, round_index
         The run and aggregation round.
     """
-    masked = np.array(encoded, dtype=np.uint32, copy=True)
-    add_mask(masked, self_mask_key(seed, run_id, round_index))
+    masks = [(self_mask_key(seed, run_id, round_index), 1)]
     for peer in sorted(peer_publics):
         secret = shared_secret(mask_private, peer_publics[peer])
         key = pairwise_mask_key(secret, domain, peer, run_id, round_index)
-        add_mask(masked, key, pairwise_sign(domain, peer))
+        masks.append((key, pairwise_sign(domain, peer)))
+    masked = np.array(encoded, dtype=np.uint32, copy=True)
+    add_masks(masked, masks)
     return masked

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from common.secagg.keys import generate_key_pair, shared_secret
-from common.secagg.prg import add_mask, mask_key, mask_words
+from common.secagg.prg import add_mask, add_masks, mask_key, mask_words
 
 GOLDEN_KEY = bytes(range(16))
 # First 8 keystream words of GOLDEN_KEY, computed once with add_mask and
@@ -298,3 +298,24 @@ def test_mask_key_rejects_short_secret() -> None:
             pair=None,
             tensor="encoder.weight",
         )
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 16384, 40000])
+@pytest.mark.parametrize("chunk_words", [1, 7, 16384])
+def test_add_masks_equals_one_add_mask_per_key(size: int, chunk_words: int) -> None:
+    rng = np.random.default_rng(size)
+    masks = [(bytes(rng.integers(0, 256, 16, dtype=np.uint8)), s) for s in (1, -1, 1)]
+    start = rng.integers(0, 2**32, size, dtype=np.uint32)
+    expected = start.copy()
+    for key, sign in masks:
+        add_mask(expected, key, sign)
+
+    fused = start.copy()
+    add_masks(fused, masks, chunk_words)
+
+    np.testing.assert_array_equal(fused, expected)
+
+
+def test_add_masks_rejects_bad_sign() -> None:
+    with pytest.raises(ValueError, match="sign must be 1 or -1, got 2"):
+        add_masks(np.zeros(4, dtype=np.uint32), [(bytes(16), 2)])
