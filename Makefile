@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fedcdr-installed
 DATASET ?= ml-100k
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint proto clean
+.PHONY: demo test lint proto clean bench-secagg
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ test: $(STAMP)
 	$(BIN)/mypy
 
 lint: $(STAMP)
-	$(BIN)/ruff check server client common tests scripts
-	$(BIN)/ruff format --check server client common tests scripts
+	$(BIN)/ruff check server client common tests scripts bench
+	$(BIN)/ruff format --check server client common tests scripts bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+
+# Writes bench/results/secagg.json and the "Secure aggregation" section of
+# docs/benchmarks.md. Flower's SecAgg+ is timed too when flwr installs into
+# bench/.venv-flwr; the benchmark notes it as skipped otherwise.
+bench-secagg: $(STAMP)
+	-bench/.venv-flwr/bin/python -c 'import flwr' 2>/dev/null || ($(PYTHON) -m venv bench/.venv-flwr && bench/.venv-flwr/bin/python -m pip install --quiet --disable-pip-version-check flwr==1.42.0)
+	$(BIN)/python -m bench.secagg
 
 proto: $(STAMP)
 	$(BIN)/python scripts/generate_proto.py
