@@ -8,7 +8,10 @@ STAMP := $(VENV)/.fedcdr-installed
 DATASET ?= ml-100k
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint proto clean
+# Extra flags of the quality study, e.g. BENCH_FLAGS=--quick for a pipeline check.
+BENCH_FLAGS ?=
+
+.PHONY: demo test lint proto clean bench-quality
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +23,21 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --dataset $(DATASET) --out $(DEMO_DIR)
 
+# The quality study (several hours on 2 cores) and the training-speed measurement;
+# results go to bench/results/.
+bench-quality: $(STAMP)
+	$(BIN)/python -m bench.quality --dataset ml-100k $(BENCH_FLAGS)
+	$(BIN)/python -m bench.quality --dataset ml-1m --sparse $(BENCH_FLAGS)
+	$(BIN)/python -m bench.speed --dataset ml-1m
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 lint: $(STAMP)
-	$(BIN)/ruff check server client common tests scripts
-	$(BIN)/ruff format --check server client common tests scripts
+	$(BIN)/ruff check server client common tests scripts bench
+	$(BIN)/ruff format --check server client common tests scripts bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

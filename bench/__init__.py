@@ -1,0 +1,1 @@
+"""Benchmarks of fedcdr: the recommendation-quality study and training speed."""
