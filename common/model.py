@@ -386,7 +386,8 @@ class SequenceRecommender(nn.Module):
             the model has a user prompt and N changes.
         """
         _check_item_codes(item_codes, self.config.n_subspaces, self.config.n_centroids)
-        user_prompt = self.local_part.user_prompt if self.local_part else None
+        local_part = self.local_part
+        user_prompt = local_part.user_prompt if local_part is not None else None
         if user_prompt is not None and item_codes.shape[0] != self.item_codes.shape[0]:
             raise ValueError(
                 f"item_codes has {item_codes.shape[0] - 1} items, but the user "
