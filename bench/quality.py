@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ QUICK_MODEL = ModelConfig(
     hidden_size=32, n_layers=1, inner_size=64, n_subspaces=8, n_centroids=16
 )
 SPARSE_FRACTION = 0.2
+RECBOLE_PYTHON = ROOT / "bench" / ".venv-recbole" / "bin" / "python"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny subset, 1 seed, 2 rounds"
+    )
+    parser.add_argument(
+        "--recbole-epochs",
+        type=int,
+        default=100,
+        help="maximum SASRec epochs (0 skips RecBole; it also needs "
+        "`make bench-recbole-env`)",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch and faiss threads"
@@ -126,6 +135,88 @@ def _take(split: Split, users: list[int]) -> Split:
     )
 
 
+def export_for_recbole(domains: list[Domain], folder: Path) -> None:
+    """Write each domain's sequences as RecBole atomic files, timestamps 1..n.
+
+    A user's sequence is the test history followed by the test target, so
+    RecBole's chronological leave-one-out split gives our validation and test
+    targets. Ids are our internal indices.
+    """
+    for domain in domains:
+        lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+        for user, (history, target) in enumerate(domain.split.test):
+            for position, item in enumerate((*history, target), start=1):
+                lines.append(f"u{user}\t{item}\t{position}")
+        path = folder / domain.name / f"{domain.name}.inter"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
+
+def run_recbole_once(
+    folder: Path, domain: str, seed: int, epochs: int, batch_size: int
+) -> dict[str, Any]:
+    """Run bench/recbole_sasrec.py on one exported domain; return its JSON line.
+
+    Raises
+    ------
+    RuntimeError
+        If the script fails; the message contains the end of its stderr.
+    """
+    command = [
+        str(RECBOLE_PYTHON),
+        str(ROOT / "bench" / "recbole_sasrec.py"),
+        "--data-root",
+        str(folder),
+        "--domain",
+        domain,
+        "--checkpoints",
+        str(folder / "checkpoints"),
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch_size),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True)
+    if output.returncode != 0:
+        raise RuntimeError(
+            f"RecBole's SASRec failed on domain {domain} seed {seed} with exit "
+            f"code {output.returncode}: {output.stderr[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(output.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_recbole(
+    domains: list[Domain], seeds: tuple[int, ...], work: Path, epochs: int
+) -> dict[str, Any]:
+    """Train RecBole's SASRec per domain and seed in its own environment.
+
+    Training uses RecBole's default batch size of 2048 sequences. Returns per
+    domain the mean, standard deviation and per-seed values of each test metric
+    at RecBole's best validation epoch, and the raw runs.
+    """
+    folder = work / "recbole"
+    export_for_recbole(domains, folder)
+    results: dict[str, Any] = {}
+    for domain in domains:
+        runs = []
+        for seed in seeds:
+            runs.append(run_recbole_once(folder, domain.name, seed, epochs, 2048))
+            logger.info("recbole domain=%s seed=%d %s", domain.name, seed, runs[-1])
+        entry: dict[str, Any] = {"runs": runs}
+        for metric in METRICS:
+            values = [run["test"][metric] for run in runs]
+            entry[metric] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+        results[domain.name] = entry
+    return results
+
+
 def run_study(
     domains: list[Domain], config: StudyConfig
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -161,7 +252,8 @@ def run_sparse(domains: list[Domain], config: StudyConfig) -> dict[str, Any]:
 
 
 def markdown_table(dataset: str, summary: dict[str, Any], domains: list[Domain]) -> str:
-    """Render NDCG@10 and Recall@10 (mean ± std over seeds) per domain and variant."""
+    """Render each metric (mean ± std over seeds) per domain and variant, then the
+    paired comparisons."""
     names = list(summary["variants"])
     lines = [
         f"| domain (users) | metric | {' | '.join(names)} |",
@@ -243,6 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.sparse:
         entry["sparse"] = run_sparse(domains, config)
+    if args.recbole_epochs > 0 and RECBOLE_PYTHON.exists():
+        recbole_epochs = 2 if args.quick else args.recbole_epochs
+        recbole = run_recbole(domains, seeds, args.work, recbole_epochs)
+        summary["variants"]["recbole_sasrec"] = recbole
+        summary["mean_over_domains"]["recbole_sasrec"] = {
+            metric: float(np.mean([recbole[d.name][metric]["mean"] for d in domains]))
+            for metric in METRICS
+        }
+    elif args.recbole_epochs > 0:
+        logger.warning(
+            "%s not found, so RecBole's SASRec is skipped; run "
+            "`make bench-recbole-env` to build its environment",
+            RECBOLE_PYTHON,
+        )
     entry["elapsed_s"] = round(time.monotonic() - started, 1)
 
     path = results_dir / "quality.json"

@@ -19,7 +19,13 @@ from typing import Any
 import faiss
 import torch
 
-from bench.quality import ROOT, load_domains
+from bench.quality import (
+    RECBOLE_PYTHON,
+    ROOT,
+    export_for_recbole,
+    load_domains,
+    run_recbole_once,
+)
 from client.itemcodes import train_local_codebook
 from client.session import DomainModel, item_code_table
 from client.split import Split
@@ -55,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, default=3, help="epochs timed; the median is reported"
     )
     parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
+    parser.add_argument(
+        "--recbole-epochs",
+        type=int,
+        default=1,
+        help="SASRec epochs timed (0 skips RecBole)",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -89,12 +101,26 @@ def main(argv: list[str] | None = None) -> int:
         "our_epoch_s": round(epoch_s, 3),
         "our_epoch_s_all": [round(t, 3) for t in times],
         "our_pairs_per_s": round(pairs / epoch_s, 1),
-        # NOTE: RecBole's SASRec needs its own environment, which this script
-        # does not build yet, so its side of the comparison is left empty.
         "recbole_sasrec_epoch_s": None,
         "recbole_sasrec_pairs_per_s": None,
         "speed_ratio": None,
     }
+    if args.recbole_epochs > 0 and RECBOLE_PYTHON.exists():
+        folder = args.work / "recbole-speed"
+        export_for_recbole([largest], folder)
+        recbole = run_recbole_once(
+            folder, largest.name, 0, args.recbole_epochs, args.batch_size
+        )
+        result["recbole_sasrec_rows"] = recbole["rows"]
+        result["recbole_sasrec_epoch_s"] = round(recbole["epoch_s"], 3)
+        result["recbole_sasrec_pairs_per_s"] = round(recbole["rows_per_s"], 1)
+        result["speed_ratio"] = round(recbole["epoch_s"] / epoch_s, 2)
+    elif args.recbole_epochs > 0:
+        logger.warning(
+            "%s not found, so RecBole's side is left empty; run "
+            "`make bench-recbole-env` to build its environment",
+            RECBOLE_PYTHON,
+        )
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "training.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

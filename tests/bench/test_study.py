@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.quality import markdown_table, subsample_users
+from bench.quality import export_for_recbole, markdown_table, subsample_users
 from bench.simulation import Domain
 from bench.study import (
     VARIANTS,
@@ -164,3 +164,18 @@ def test_subsample_users_keeps_fraction():
     assert len(sparse.split.train) == 8
     assert len(sparse.split.test) == 8
     assert set(sparse.split.test) <= set(domain.split.test)
+
+
+def test_export_for_recbole_keeps_split(tmp_path):
+    domain = make_domain("books", 0)
+
+    export_for_recbole([domain], tmp_path)
+
+    lines = (tmp_path / "books" / "books.inter").read_text().splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    first_user = [row for row in rows if row[0] == "u0"]
+    history, target = domain.split.test[0]
+    assert lines[0] == "user_id:token\titem_id:token\ttimestamp:float"
+    assert [int(row[1]) for row in first_user] == [*history, target]
+    assert [float(row[2]) for row in first_user] == list(range(1, len(history) + 2))
+    assert int(first_user[-2][1]) == domain.split.valid[0][1]
