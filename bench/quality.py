@@ -162,6 +162,7 @@ def run_recbole_once(
     RuntimeError
         If the script fails; the message contains the end of its stderr.
     """
+    folder = folder.resolve()
     command = [
         str(RECBOLE_PYTHON),
         str(ROOT / "bench" / "recbole_sasrec.py"),
@@ -178,7 +179,8 @@ def run_recbole_once(
         "--batch-size",
         str(batch_size),
     ]
-    output = subprocess.run(command, capture_output=True, text=True)
+    # RecBole writes log/ and log_tensorboard/ into its working directory.
+    output = subprocess.run(command, capture_output=True, text=True, cwd=folder)
     if output.returncode != 0:
         raise RuntimeError(
             f"RecBole's SASRec failed on domain {domain} seed {seed} with exit "
