@@ -8,7 +8,13 @@ STAMP := $(VENV)/.fedcdr-installed
 DATASET ?= ml-100k
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint proto clean bench-secagg
+# Extra flags of the quality study, e.g. BENCH_FLAGS=--quick for a pipeline check.
+BENCH_FLAGS ?=
+# RecBole 1.2.1 needs numpy<2, so its SASRec baseline gets an environment of its own.
+RECBOLE_VENV := bench/.venv-recbole
+RECBOLE_STAMP := $(RECBOLE_VENV)/.installed
+
+.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +25,26 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --dataset $(DATASET) --out $(DEMO_DIR)
+
+# The quality study (several hours on 2 cores) and the training-speed measurement;
+# results go to bench/results/.
+bench-quality: $(STAMP) $(RECBOLE_STAMP)
+	$(BIN)/python -m bench.quality --dataset ml-100k $(BENCH_FLAGS)
+	$(BIN)/python -m bench.quality --dataset ml-1m --sparse $(BENCH_FLAGS)
+	$(BIN)/python -m bench.speed --dataset ml-1m
+
+bench-recbole-env: $(RECBOLE_STAMP)
+
+# torch stays at the pinned build. ray and plotly are left out, because only
+# RecBole's hyper-parameter search imports them.
+$(RECBOLE_STAMP): Makefile
+	test -x $(RECBOLE_VENV)/bin/python || $(PYTHON) -m venv $(RECBOLE_VENV)
+	$(RECBOLE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		torch==2.13.0 'numpy<2' 'setuptools<81' scipy pandas tqdm colorlog==4.7.2 \
+		colorama==0.4.4 scikit-learn pyyaml tensorboard texttable tabulate psutil thop
+	$(RECBOLE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--no-deps recbole==1.2.1
+	touch $(RECBOLE_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -1,1 +1,2 @@
-"""Benchmarks of fedcdr that write bench/results/ and sections of docs/benchmarks.md."""
+"""Benchmarks of fedcdr: secure aggregation, recommendation quality and training
+speed. Each writes bench/results/ and its section of docs/benchmarks.md."""

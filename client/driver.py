@@ -14,7 +14,14 @@ from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
 from client.secagg import Identity, RefusalError, load_identity
-from client.session import MODEL_FILE, DomainModel, domain_seed, item_code_table
+from client.session import (
+    MODEL_FILE,
+    DomainModel,
+    Evaluation,
+    best_evaluation,
+    domain_seed,
+    item_code_table,
+)
 from common import pq
 from common.config import ClientConfig, ModelConfig, TrainConfig
 from common.pb import federation_pb2 as pb
@@ -166,7 +173,15 @@ class DomainClient:
 
     def _finish(self, task: pb.GetTaskResponse) -> None:
         state = self._load(task)
-        self._evaluate_and_report(state, task.round, final=True)
+        tune = self.config.prompt.epochs > 0
+        self._evaluate_and_report(state, task.round, final=not tune)
+        if tune:
+            # Tune the prompt on the best pre-trained global part; the result
+            # replaces this round's report, so the coordinator receives the final model.
+            logger.info("domain=%s tuning the local prompt", self.config.domain)
+            state.restore_best()
+            tuned = best_evaluation(state.tune_prompts(task.round))
+            self._keep_and_report(state, tuned, final=True)
 
         model_config, train_config = self._configs()
         logger.info("domain=%s training the local-only baseline", self.config.domain)
@@ -189,7 +204,12 @@ class DomainClient:
             self.centroids = arrays["centroids"]
             codes = item_code_table(self.inputs.embeddings, self.centroids)
             self.state = DomainModel(
-                model_config, train_config, self.inputs.split, codes, self.seed
+                model_config,
+                train_config,
+                self.inputs.split,
+                codes,
+                self.seed,
+                self.config.prompt,
             )
         self.state.load_global(arrays)
         return self.state
@@ -205,6 +225,11 @@ class DomainClient:
             result.valid["ndcg@10"],
             result.valid_loss,
         )
+        self._keep_and_report(state, result, final)
+
+    def _keep_and_report(
+        self, state: DomainModel, result: Evaluation, final: bool
+    ) -> None:
         extra = {"codebook.centroids": torch.from_numpy(np.asarray(self.centroids))}
         metadata = {"domain": self.config.domain, "run_id": self.coordinator.run_id}
         state.keep_if_best(result, self.config.work_dir / MODEL_FILE, metadata, extra)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import zlib
@@ -10,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from client.data import Split
 from client.itemcodes import assign_codes
 from client.train import evaluate, make_optimizer, train_epochs
 from common.atomic import write_bytes_atomic
-from common.config import ModelConfig, TrainConfig
+from common.config import ModelConfig, PromptConfig, TrainConfig
 from common.model import (
     SequenceRecommender,
     global_parameter_names,
@@ -68,7 +72,8 @@ class DomainModel:
 
     The optimizer state carries over from round to round, as in continuous
     local training; only the global part's weights are replaced by the
-    coordinator's.
+    coordinator's. The prompt branches named by ``prompt`` are built at once but
+    stay out of the output until ``tune_prompts`` activates them.
     """
 
     def __init__(
@@ -78,17 +83,27 @@ class DomainModel:
         split: Split,
         item_codes: torch.Tensor,
         seed: int,
+        prompt: PromptConfig | None = None,
     ) -> None:
         self.model_config = model_config
         self.train_config = train_config
+        self.prompt_config = prompt or PromptConfig(
+            epochs=0, domain_prompt=False, user_prompt=False
+        )
         self.split = split
         torch.manual_seed(seed)
-        self.model = SequenceRecommender(model_config, item_codes)
+        self.model = SequenceRecommender(
+            model_config,
+            item_codes,
+            domain_prompt=self.prompt_config.domain_prompt,
+            user_prompt=self.prompt_config.user_prompt,
+        )
         self.optimizer = make_optimizer(self.model, train_config)
         self.generator = torch.Generator().manual_seed(seed)
         self.names = global_parameter_names(model_config)
         self.last_train_loss = float("nan")
         self.best: Evaluation | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     def load_global(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the global part with the downloaded ``model/<name>`` arrays."""
@@ -148,7 +163,9 @@ class DomainModel:
     ) -> bool:
         """Save the model to ``path`` when ``result`` has the best validation NDCG@10.
 
-        ``extra`` tensors (the codebook centroids) are saved beside the weights.
+        The state is also kept in memory for ``restore_best``. ``extra`` tensors
+        (the codebook centroids) are saved beside the weights, and the metadata
+        records the ModelConfig and prompt branches that ``load_saved_model`` needs.
         """
         if (
             self.best is not None
@@ -156,11 +173,15 @@ class DomainModel:
         ):
             return False
         self.best = result
+        self.best_state = copy.deepcopy(self.model.state_dict())
         if path is not None:
             info = {
                 **metadata,
                 "round": str(result.round),
                 "valid": json.dumps(result.valid),
+                "model_config": json.dumps(dataclasses.asdict(self.model_config)),
+                "domain_prompt": json.dumps(self.prompt_config.domain_prompt),
+                "user_prompt": json.dumps(self.prompt_config.user_prompt),
             }
             tensors = {k: v.contiguous() for k, v in self.model.state_dict().items()}
             tensors.update(extra or {})
@@ -168,3 +189,116 @@ class DomainModel:
             write_bytes_atomic(path, data)
             logger.info("round=%d saved best model to %s", result.round, path)
         return True
+
+    def restore_best(self) -> None:
+        """Load the state kept by the last successful ``keep_if_best``, if any."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def tune_prompts(self, round_index: int) -> list[Evaluation]:
+        """Train the local prompt with the global part frozen, keep the best epoch.
+
+        Runs ``prompt.epochs`` epochs with AdamW at ``prompt.learning_rate`` over
+        the local parameters only, evaluating after each. Candidate 0 is the
+        current model with the prompt inactive, so the result never scores below
+        it on validation NDCG@10. The model is left in the best candidate's
+        state, with the global part trainable again.
+
+        Returns
+        -------
+        list[Evaluation]
+            One per candidate (0 = no prompt, e = after epoch e), each labelled
+            ``round_index``. The best is ``max(..., key=valid ndcg@10)``, the
+            earliest on ties.
+
+        Raises
+        ------
+        ValueError
+            If ``prompt.epochs`` is 0 or the model has no prompt branch.
+        """
+        epochs = self.prompt_config.epochs
+        if epochs < 1 or self.model.local_part is None:
+            raise ValueError(
+                f"prompt tuning needs prompt.epochs >= 1 (got {epochs}) and a "
+                "domain or user prompt; check the client's [prompt] settings"
+            )
+        self.model.set_prompt_active(False)
+        history = [self.evaluate(round_index)]
+        best_index, best_state = 0, copy.deepcopy(self.model.state_dict())
+
+        # Freeze the global part so no step can change it, whatever the optimizer.
+        self.model.global_part.requires_grad_(False)
+        self.model.set_prompt_active(True)
+        tuning = dataclasses.replace(
+            self.train_config, learning_rate=self.prompt_config.learning_rate
+        )
+        optimizer = make_optimizer(self.model, tuning)
+        try:
+            for epoch in range(1, epochs + 1):
+                self.last_train_loss = train_epochs(
+                    self.model,
+                    self.split.train,
+                    tuning,
+                    optimizer,
+                    1,
+                    self.generator,
+                )
+                history.append(self.evaluate(round_index))
+                logger.info(
+                    "prompt epoch=%d valid_ndcg@10=%.4f train_loss=%.4f",
+                    epoch,
+                    history[-1].valid["ndcg@10"],
+                    self.last_train_loss,
+                )
+                if history[-1].valid["ndcg@10"] > history[best_index].valid["ndcg@10"]:
+                    best_index = epoch
+                    best_state = copy.deepcopy(self.model.state_dict())
+        finally:
+            self.model.global_part.requires_grad_(True)
+
+        self.model.load_state_dict(best_state)
+        logger.info("prompt tuning kept candidate=%d of %d", best_index, epochs)
+        return history
+
+
+def best_evaluation(history: list[Evaluation]) -> Evaluation:
+    """Return the evaluation with the highest validation NDCG@10, earliest on ties."""
+    return max(history, key=lambda result: result.valid["ndcg@10"])
+
+
+def load_saved_model(path: Path) -> tuple[SequenceRecommender, dict[str, str]]:
+    """Rebuild a model written by ``DomainModel.keep_if_best``.
+
+    Returns
+    -------
+    (SequenceRecommender, dict[str, str])
+        The model in eval mode, and the file's metadata.
+
+    Raises
+    ------
+    ValueError
+        If the file lacks the ``model_config`` metadata (written by an older
+        fedcdr) or its tensors do not match that config.
+    """
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+    if "model_config" not in metadata:
+        raise ValueError(
+            f"{path} has no model_config metadata, so the model cannot be rebuilt; "
+            "save it again with this version of fedcdr"
+        )
+    config = ModelConfig(**json.loads(metadata["model_config"]))
+    tensors = load_file(str(path))
+    model = SequenceRecommender(
+        config,
+        tensors["item_codes"],
+        domain_prompt=json.loads(metadata["domain_prompt"]),
+        user_prompt=json.loads(metadata["user_prompt"]),
+    )
+    state = {k: v for k, v in tensors.items() if k in model.state_dict()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not match its model_config: {error}") from None
+    model.eval()
+    return model, metadata

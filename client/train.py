@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,14 @@ class EvalResult:
         Ranking metrics from ``ranking_metrics``, e.g. ``recall@10`` and ``ndcg@10``.
     loss : float
         Mean cross entropy (natural log) of the target item over users.
+    ranks : LongTensor, shape [n_cases], optional
+        Rank of each case's target, 1 = top, for paired comparisons per user.
+        Equality of two results ignores it, because the metrics follow from it.
     """
 
     metrics: dict[str, float]
     loss: float
+    ranks: Tensor | None = field(default=None, compare=False)
 
 
 def _pad_right(rows: Sequence[Sequence[int]]) -> Tensor:
@@ -237,7 +241,9 @@ def evaluate(
         model.train(was_training)
 
     ranks = torch.cat(all_ranks)
-    return EvalResult(metrics=ranking_metrics(ranks, ks), loss=total_loss / len(cases))
+    return EvalResult(
+        metrics=ranking_metrics(ranks, ks), loss=total_loss / len(cases), ranks=ranks
+    )
 
 
 def make_optimizer(

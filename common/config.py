@@ -129,6 +129,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PromptConfig:
+    """A domain's prompt tuning, run after federated pre-training.
+
+    Local to the domain and not part of the run config, because the prompt
+    branches never leave the domain and may differ between domains. With
+    ``epochs == 0`` no prompt is tuned and the final model is the global part alone.
+    """
+
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    domain_prompt: bool = True
+    user_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(
+                f"prompt.epochs must be >= 0, got {self.epochs}; set it to 0 "
+                "to skip prompt tuning"
+            )
+        if self.learning_rate <= 0:
+            raise ConfigError(
+                f"prompt.learning_rate must be positive, got {self.learning_rate}"
+            )
+        if self.epochs and not (self.domain_prompt or self.user_prompt):
+            raise ConfigError(
+                f"prompt.epochs is {self.epochs} but prompt.domain_prompt and "
+                "prompt.user_prompt are both false; enable one or set "
+                "prompt.epochs = 0"
+            )
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     """Certificate files for mutual TLS; ``insecure`` turns TLS off for tests."""
 
@@ -302,6 +334,7 @@ class ClientConfig:
     threads: int = 1
     seed: int = 0
     tls: TLSConfig = field(default_factory=TLSConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     rpc_timeout_s: float = 60.0
     connect_timeout_s: float = 300.0
 

@@ -155,14 +155,12 @@ class GlobalEncoder(nn.Module):
         return self.encoder(hidden, mask=causal_mask, is_causal=True)
 
 
-class LocalPrompt(nn.Module):
-    """Domain-local part: the domain prompt, its attention encoder and the fusion.
+class DomainPrompt(nn.Module):
+    """Domain prompt: ``n_prompt_words`` learnable context words read by attention.
 
-    The prompt P contains ``n_prompt_words`` learnable context vectors of size H. At
-    every position the sequence hidden state h queries P through multi-head
-    attention (``prompt_encoder``, keys and values are P), and ``fusion`` followed by
-    ``fusion_norm`` maps the concatenation [h; MA(P)] from 2H back to H. These
-    parameters never leave the domain.
+    The prompt P is [W, H]. Each hidden state h queries P through multi-head
+    attention, head_i = Attention(h W_i^Q, P W_i^K, P W_i^V), and the heads are
+    concatenated and projected by W^O (``attention.out_proj``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -175,20 +173,17 @@ class LocalPrompt(nn.Module):
         self.prompt = nn.Parameter(
             torch.empty(config.n_prompt_words, config.hidden_size)
         )
-        self.prompt_encoder = nn.MultiheadAttention(
+        self.attention = nn.MultiheadAttention(
             config.hidden_size,
             config.prompt_heads,
             dropout=config.dropout,
             batch_first=True,
         )
-        self.fusion = nn.Linear(2 * config.hidden_size, config.hidden_size)
-        self.fusion_norm = nn.LayerNorm(config.hidden_size)
-
         self.apply(_init_weights)
         nn.init.normal_(self.prompt, mean=0.0, std=INIT_STD)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        """Fuse each hidden state with its attention read-out of the domain prompt.
+        """Read the prompt with each hidden state as query.
 
         Parameters
         ----------
@@ -199,8 +194,109 @@ class LocalPrompt(nn.Module):
         Tensor, shape [B, L, H]
         """
         prompt = self.prompt.unsqueeze(0).expand(hidden.shape[0], -1, -1)
-        read_out, _ = self.prompt_encoder(hidden, prompt, prompt, need_weights=False)
-        return self.fusion_norm(self.fusion(torch.cat([hidden, read_out], dim=-1)))
+        read_out, _ = self.attention(hidden, prompt, prompt, need_weights=False)
+        return read_out
+
+
+class UserPrompt(nn.Module):
+    """User prompt: the mean of local item-ID embeddings over the user's history.
+
+    The table has N + 1 rows of size H, row 0 for padding (zero, never trained).
+    The output at position j is the mean over the real items at positions 0..j, so
+    it is causal like the encoder and training at every position uses no later
+    item. Item IDs are the domain's own, so this table never leaves the domain.
+    """
+
+    def __init__(self, config: ModelConfig, n_items: int) -> None:
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items must be positive, got {n_items}")
+        self.item_embedding = nn.Embedding(
+            n_items + 1, config.hidden_size, padding_idx=0
+        )
+        self.apply(_init_weights)
+        with torch.no_grad():
+            self.item_embedding.weight[0] = 0.0
+
+    def forward(self, items: Tensor) -> Tensor:
+        """Average the embeddings of the real items up to each position.
+
+        Parameters
+        ----------
+        items : LongTensor, shape [B, L]
+            Right-padded with 0.
+
+        Returns
+        -------
+        Tensor, shape [B, L, H]
+            Zero at a position with no real item at or before it.
+        """
+        summed = self.item_embedding(items).cumsum(dim=1)
+        counts = (items != 0).cumsum(dim=1).clamp(min=1).unsqueeze(-1)
+        return summed / counts
+
+
+class LocalPrompt(nn.Module):
+    """Domain-local part: the prompt branches and their fusion with h.
+
+    ``fusion`` maps the concatenation [h; domain read-out; user prompt] (H per
+    branch present) back to H, and ``fusion_norm`` normalizes it. The fusion starts
+    as the identity on h and zero on the prompt branches, so prompt tuning starts
+    from the pre-trained ranking (up to the LayerNorm) instead of a random
+    projection of it. These parameters never leave the domain.
+
+    Raises
+    ------
+    ValueError
+        If neither branch is enabled, or ``hidden_size % prompt_heads`` is not 0.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        n_items: int,
+        *,
+        domain_prompt: bool = True,
+        user_prompt: bool = False,
+    ) -> None:
+        super().__init__()
+        if not domain_prompt and not user_prompt:
+            raise ValueError(
+                "LocalPrompt needs domain_prompt or user_prompt; build the "
+                "recommender without a local part instead"
+            )
+        hidden_size = config.hidden_size
+        self.domain_prompt = DomainPrompt(config) if domain_prompt else None
+        self.user_prompt = UserPrompt(config, n_items) if user_prompt else None
+        branches = 1 + int(domain_prompt) + int(user_prompt)
+        self.fusion = nn.Linear(branches * hidden_size, hidden_size)
+        self.fusion_norm = nn.LayerNorm(hidden_size)
+
+        with torch.no_grad():
+            self.fusion.weight.zero_()
+            self.fusion.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
+            self.fusion.bias.zero_()
+
+    def forward(self, hidden: Tensor, items: Tensor) -> Tensor:
+        """Fuse each hidden state with the prompt branches.
+
+        Parameters
+        ----------
+        hidden : Tensor, shape [B, L, H]
+            Global encoder output.
+        items : LongTensor, shape [B, L]
+            The encoder's input, right-padded with 0, read by the user prompt.
+
+        Returns
+        -------
+        Tensor, shape [B, L, H]
+        """
+        parts = [hidden]
+        if self.domain_prompt is not None:
+            parts.append(self.domain_prompt(hidden))
+        if self.user_prompt is not None:
+            parts.append(self.user_prompt(items))
+        return self.fusion_norm(self.fusion(torch.cat(parts, dim=-1)))
 
 
 class SequenceRecommender(nn.Module):
@@ -214,19 +310,61 @@ class SequenceRecommender(nn.Module):
         Product-quantization codes of the domain's items, values in 0..M-1, row 0 for
         the padding item. Stored as the buffer ``item_codes``, which is local and is
         never part of ``global_state_dict``.
+    domain_prompt, user_prompt : bool
+        Which prompt branches ``local_part`` has. With neither, ``local_part`` is
+        None and the model is the global part alone.
 
+    The prompts take part in the output only while the buffer ``prompt_active`` is
+    true (see ``set_prompt_active``). It starts false, so federated pre-training
+    trains the global part alone, and it is saved with the model's state_dict.
     Building the model draws all initial values from torch's default generator, so
     the same ``torch.manual_seed`` gives the same parameters.
     """
 
-    def __init__(self, config: ModelConfig, item_codes: Tensor) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        item_codes: Tensor,
+        *,
+        domain_prompt: bool = True,
+        user_prompt: bool = False,
+    ) -> None:
         super().__init__()
         _check_item_codes(item_codes, config.n_subspaces, config.n_centroids)
         self.config = config
         self.global_part = GlobalEncoder(config)
-        self.local_part = LocalPrompt(config)
+        self.local_part: LocalPrompt | None = None
+        if domain_prompt or user_prompt:
+            self.local_part = LocalPrompt(
+                config,
+                int(item_codes.shape[0]) - 1,
+                domain_prompt=domain_prompt,
+                user_prompt=user_prompt,
+            )
         self.register_buffer("item_codes", item_codes.detach().to(torch.long).clone())
         self.item_codes: Tensor
+        self.register_buffer("prompt_active", torch.tensor(False))
+        self.prompt_active: Tensor
+
+    def set_prompt_active(self, active: bool) -> None:
+        """Switch the local prompt into (True) or out of (False) the output.
+
+        Raises
+        ------
+        ValueError
+            If ``active`` is True and the model has no local part.
+        """
+        if active and self.local_part is None:
+            raise ValueError(
+                "the model has no prompt branch to activate; build it with "
+                "domain_prompt=True or user_prompt=True"
+            )
+        self.prompt_active.fill_(bool(active))
+
+    def _local(self, hidden: Tensor, items: Tensor) -> Tensor:
+        if self.local_part is None or not bool(self.prompt_active):
+            return hidden
+        return self.local_part(hidden, items)
 
     @property
     def n_items(self) -> int:
@@ -236,16 +374,26 @@ class SequenceRecommender(nn.Module):
     def set_item_codes(self, item_codes: Tensor) -> None:
         """Replace the item codes, for example after a new codebook is trained.
 
-        The number of items N may differ from the current codes.
+        The number of items N may differ from the current codes, unless the model
+        has a user prompt, whose item-ID table is sized for N.
 
         Raises
         ------
         TypeError
             If item_codes is not an integer tensor.
         ValueError
-            If item_codes is not [N + 1, D] with codes in 0..M-1 for rows 1..N.
+            If item_codes is not [N + 1, D] with codes in 0..M-1 for rows 1..N, or
+            the model has a user prompt and N changes.
         """
         _check_item_codes(item_codes, self.config.n_subspaces, self.config.n_centroids)
+        local_part = self.local_part
+        user_prompt = local_part.user_prompt if local_part is not None else None
+        if user_prompt is not None and item_codes.shape[0] != self.item_codes.shape[0]:
+            raise ValueError(
+                f"item_codes has {item_codes.shape[0] - 1} items, but the user "
+                f"prompt's item table is sized for {self.n_items}; keep the item "
+                "count or build a new model"
+            )
         self.item_codes = (
             item_codes.detach()
             .to(device=self.item_codes.device, dtype=torch.long)
@@ -268,7 +416,7 @@ class SequenceRecommender(nn.Module):
         Tensor, shape [B, L, H]
         """
         hidden = self.global_part(items, self._item_vectors())
-        return self.local_part(hidden)
+        return self._local(hidden, items)
 
     def last_output(self, items: Tensor, lengths: Tensor) -> Tensor:
         """Compute the fused representation at the last real position of each row.
@@ -362,7 +510,7 @@ class SequenceRecommender(nn.Module):
             raise ValueError("targets has no nonzero entry, so the loss is undefined")
 
         item_vectors = self._item_vectors()
-        hidden = self.local_part(self.global_part(items, item_vectors))
+        hidden = self._local(self.global_part(items, item_vectors), items)
         # Score only the counted positions, because padding rows would waste
         # up to B * L * N products.
         logits = self._scores(hidden[counted], item_vectors)

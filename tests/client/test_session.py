@@ -3,12 +3,18 @@
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from client.data import Split
-from client.session import DomainModel, domain_seed, item_code_table
-from common.config import ModelConfig, TrainConfig
-from common.model import GlobalEncoder, global_parameter_names
+from client.session import (
+    DomainModel,
+    best_evaluation,
+    domain_seed,
+    item_code_table,
+    load_saved_model,
+)
+from common.config import ModelConfig, PromptConfig, TrainConfig
+from common.model import GlobalEncoder, global_parameter_names, global_state_dict
 
 CONFIG = ModelConfig(
     hidden_size=16,
@@ -20,6 +26,7 @@ CONFIG = ModelConfig(
     n_prompt_words=2,
 )
 TRAIN = TrainConfig(rounds=2, local_epochs=1, batch_size=4)
+PROMPT = PromptConfig(epochs=2, learning_rate=0.01)
 
 
 @pytest.fixture
@@ -35,7 +42,8 @@ def domain_model() -> DomainModel:
         valid=tuple((s[:-2], s[-2]) for s in sequences),
         test=tuple((s[:-1], s[-1]) for s in sequences),
     )
-    return DomainModel(CONFIG, TRAIN, split, item_code_table(embeddings, centroids), 7)
+    codes = item_code_table(embeddings, centroids)
+    return DomainModel(CONFIG, TRAIN, split, codes, 7, PROMPT)
 
 
 def test_item_code_table_pads_row_zero():
@@ -60,11 +68,91 @@ def test_train_round_uploads_only_weighted_global_delta(domain_model):
     assert vector.shape == (n_global + 1,)
     assert vector[-1] == 10.0
     assert np.any(vector[:-1] != 0)
-    changed = any(
-        not torch.equal(local_before[k], v)
-        for k, v in domain_model.model.local_part.state_dict().items()
-    )
-    assert changed, "local prompt parameters should train too"
+    for name, tensor in domain_model.model.local_part.state_dict().items():
+        assert torch.equal(local_before[name], tensor), name
+
+
+def test_upload_after_tuning_excludes_prompts(domain_model):
+    n_global = sum(p.numel() for p in GlobalEncoder(CONFIG).state_dict().values())
+    domain_model.tune_prompts(1)
+    domain_model.model.set_prompt_active(True)
+    local_before = {
+        k: v.clone() for k, v in domain_model.model.local_part.state_dict().items()
+    }
+
+    vector = domain_model.train_round()
+
+    assert vector.shape == (n_global + 1,)
+    changed = [
+        name
+        for name, tensor in domain_model.model.local_part.state_dict().items()
+        if not torch.equal(local_before[name], tensor)
+    ]
+    assert "domain_prompt.prompt" in changed
+    assert "user_prompt.item_embedding.weight" in changed
+
+
+def test_tune_prompts_freezes_global_part(domain_model):
+    before = global_state_dict(domain_model.model)
+    prompt_before = domain_model.model.local_part.domain_prompt.prompt.detach().clone()
+
+    history = domain_model.tune_prompts(2)
+
+    after = global_state_dict(domain_model.model)
+    assert len(history) == PROMPT.epochs + 1
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), name
+    domain_model.model.set_prompt_active(True)
+    prompt_after = domain_model.model.local_part.domain_prompt.prompt
+    assert not torch.equal(prompt_after, prompt_before)
+    assert all(p.requires_grad for p in domain_model.model.global_part.parameters())
+
+
+def test_tune_prompts_keeps_best_candidate(domain_model):
+    history = domain_model.tune_prompts(2)
+
+    best = best_evaluation(history)
+    now = domain_model.evaluate(2)
+
+    assert best.valid["ndcg@10"] >= history[0].valid["ndcg@10"]
+    assert now.valid == best.valid
+    assert all(result.round == 2 for result in history)
+
+
+def test_tune_prompts_needs_epochs(domain_model):
+    domain_model.prompt_config = PromptConfig(epochs=0)
+
+    with pytest.raises(ValueError, match=r"prompt.epochs >= 1 \(got 0\)"):
+        domain_model.tune_prompts(1)
+
+
+def test_saved_model_reloads_same_scores(domain_model, tmp_path):
+    path = tmp_path / "model.safetensors"
+    domain_model.train_round()
+    domain_model.tune_prompts(1)
+    domain_model.model.set_prompt_active(True)
+    domain_model.keep_if_best(domain_model.evaluate(1), path, {"domain": "d"})
+    items = torch.tensor([[1, 2, 3, 0], [4, 5, 6, 7]])
+    lengths = torch.tensor([3, 4])
+
+    loaded, metadata = load_saved_model(path)
+    domain_model.model.eval()
+    expected = domain_model.model.scores(domain_model.model.last_output(items, lengths))
+    scores = loaded.scores(loaded.last_output(items, lengths))
+
+    assert metadata["domain"] == "d"
+    assert bool(loaded.prompt_active)
+    assert loaded.local_part is not None
+    assert loaded.local_part.user_prompt is not None
+    assert torch.equal(scores, expected)
+
+
+def test_load_saved_model_without_config(tmp_path):
+    path = tmp_path / "old.safetensors"
+    save_file({"item_codes": torch.zeros(2, 4, dtype=torch.long)}, path)
+
+    with pytest.raises(ValueError, match="no model_config metadata"):
+        load_saved_model(path)
 
 
 def test_load_global_replaces_global_part_only(domain_model):
@@ -73,13 +161,14 @@ def test_load_global_replaces_global_part_only(domain_model):
         f"model/{n}": np.zeros(v.shape, np.float32)
         for n, v in domain_model.model.global_part.state_dict().items()
     }
-    prompt_before = domain_model.model.local_part.prompt.detach().clone()
+    prompt = domain_model.model.local_part.domain_prompt.prompt
+    prompt_before = prompt.detach().clone()
 
     domain_model.load_global(arrays)
 
     state = domain_model.model.global_part.state_dict()
     assert all(torch.count_nonzero(state[n]) == 0 for n in names)
-    assert torch.equal(domain_model.model.local_part.prompt, prompt_before)
+    assert torch.equal(prompt, prompt_before)
 
 
 def test_keep_if_best_saves_only_improvements(domain_model, tmp_path):

@@ -308,6 +308,7 @@ def test_make_optimizer_rejects_fully_frozen_model() -> None:
 
 def test_prompt_tuning_leaves_global_part_unchanged() -> None:
     model = make_model()
+    model.set_prompt_active(True)
     model.global_part.requires_grad_(False)
     before = {k: v.clone() for k, v in model.global_part.state_dict().items()}
     optimizer = make_optimizer(model, TRAIN)

@@ -10,6 +10,7 @@ from common.config import (
     ConfigError,
     CoordinatorConfig,
     ModelConfig,
+    PromptConfig,
     load_toml,
 )
 
@@ -109,3 +110,37 @@ def test_load_overrides_satisfy_checks(tmp_path):
 def test_client_config_rejects_invalid_domain(name):
     with pytest.raises(ConfigError, match="invalid domain"):
         ClientConfig(domain=name, data_dir=Path("d"), tls=TLSConfig(insecure=True))
+
+
+def test_load_client_prompt_table(tmp_path):
+    path = _write(
+        tmp_path,
+        'domain = "books"\ndata_dir = "data"\n[tls]\ninsecure = true\n'
+        "[prompt]\nepochs = 3\nuser_prompt = false\n",
+    )
+
+    config = load_toml(ClientConfig, path)
+
+    assert config.prompt == PromptConfig(epochs=3, user_prompt=False)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epochs": -1}, r"prompt.epochs must be >= 0, got -1"),
+        ({"learning_rate": 0.0}, r"prompt.learning_rate must be positive, got 0.0"),
+        (
+            {"epochs": 2, "domain_prompt": False, "user_prompt": False},
+            r"prompt.epochs is 2 but .* both false",
+        ),
+    ],
+)
+def test_prompt_config_rejects_bad_values(values, message):
+    with pytest.raises(ConfigError, match=message):
+        PromptConfig(**values)
+
+
+def test_prompt_config_allows_no_branch_without_tuning():
+    config = PromptConfig(epochs=0, domain_prompt=False, user_prompt=False)
+
+    assert config.epochs == 0

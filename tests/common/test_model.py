@@ -9,9 +9,11 @@ import torch
 
 from common.config import ModelConfig
 from common.model import (
+    DomainPrompt,
     GlobalEncoder,
     LocalPrompt,
     SequenceRecommender,
+    UserPrompt,
     global_parameter_names,
     global_state_dict,
     load_global_state_dict,
@@ -42,9 +44,17 @@ def make_codes(n_items: int = N_ITEMS, seed: int = 0) -> torch.Tensor:
     return codes
 
 
-def make_model(config: ModelConfig = CONFIG, seed: int = 0) -> SequenceRecommender:
+def make_model(
+    config: ModelConfig = CONFIG,
+    seed: int = 0,
+    *,
+    domain_prompt: bool = True,
+    user_prompt: bool = False,
+) -> SequenceRecommender:
     torch.manual_seed(seed)
-    return SequenceRecommender(config, make_codes())
+    return SequenceRecommender(
+        config, make_codes(), domain_prompt=domain_prompt, user_prompt=user_prompt
+    )
 
 
 def make_items() -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,13 +142,125 @@ def test_code_padding_rows_get_no_gradient() -> None:
     assert torch.count_nonzero(gradient[:: CONFIG.n_centroids + 1]) == 0
 
 
-def test_local_prompt_output_shape() -> None:
+@pytest.mark.parametrize(
+    ("domain_prompt", "user_prompt"), [(True, False), (False, True), (True, True)]
+)
+def test_local_prompt_output_shape(domain_prompt: bool, user_prompt: bool) -> None:
     torch.manual_seed(0)
-    prompt = LocalPrompt(CONFIG)
+    prompt = LocalPrompt(
+        CONFIG, N_ITEMS, domain_prompt=domain_prompt, user_prompt=user_prompt
+    )
+    items, _ = make_items()
+
+    output = prompt(torch.randn(3, 6, CONFIG.hidden_size), items)
+    branches = 1 + int(domain_prompt) + int(user_prompt)
+
+    assert output.shape == (3, 6, CONFIG.hidden_size)
+    assert prompt.fusion.in_features == branches * CONFIG.hidden_size
+
+
+def test_domain_prompt_shapes() -> None:
+    torch.manual_seed(0)
+    prompt = DomainPrompt(CONFIG)
 
     output = prompt(torch.randn(3, 6, CONFIG.hidden_size))
 
+    assert prompt.prompt.shape == (CONFIG.n_prompt_words, CONFIG.hidden_size)
+    assert prompt.attention.num_heads == CONFIG.prompt_heads
+    assert prompt.attention.out_proj.weight.shape == (
+        CONFIG.hidden_size,
+        CONFIG.hidden_size,
+    )
     assert output.shape == (3, 6, CONFIG.hidden_size)
+
+
+def test_domain_prompt_rejects_indivisible_heads() -> None:
+    # ModelConfig rejects this too, so bypass its check to test the module's own.
+    config = dataclasses.replace(CONFIG)
+    object.__setattr__(config, "prompt_heads", 5)
+
+    with pytest.raises(ValueError, match=r"hidden_size \(32\).*prompt_heads \(5\)"):
+        DomainPrompt(config)
+
+
+def test_user_prompt_is_causal_mean_of_history() -> None:
+    torch.manual_seed(0)
+    prompt = UserPrompt(CONFIG, N_ITEMS)
+    items, _ = make_items()
+    table = prompt.item_embedding.weight.detach()
+
+    output = prompt(items).detach()
+
+    torch.testing.assert_close(output[0, 1], (table[3] + table[5]) / 2)
+    torch.testing.assert_close(output[0, 5], table[[3, 5, 7, 2]].mean(dim=0))
+    torch.testing.assert_close(output[2, 4], table[9])
+    assert torch.count_nonzero(table[0]) == 0
+
+
+def test_local_prompt_starts_as_normalized_identity() -> None:
+    torch.manual_seed(0)
+    prompt = LocalPrompt(CONFIG, N_ITEMS, domain_prompt=True, user_prompt=True)
+    prompt.eval()
+    hidden = torch.randn(3, 6, CONFIG.hidden_size)
+    items, _ = make_items()
+
+    output = prompt(hidden, items)
+
+    expected = torch.nn.functional.layer_norm(hidden, (CONFIG.hidden_size,))
+    torch.testing.assert_close(output, expected)
+
+
+def test_local_prompt_needs_a_branch() -> None:
+    with pytest.raises(ValueError, match="domain_prompt or user_prompt"):
+        LocalPrompt(CONFIG, N_ITEMS, domain_prompt=False, user_prompt=False)
+
+
+def test_inactive_prompt_leaves_output_to_global_part() -> None:
+    model = make_model(user_prompt=True)
+    model.eval()
+    assert model.local_part is not None
+    torch.nn.init.normal_(model.local_part.fusion.weight)
+    items, _ = make_items()
+    vectors = model.global_part.item_vectors(model.item_codes)
+
+    hidden = model.global_part(items, vectors)
+    inactive = model.sequence_output(items)
+    model.set_prompt_active(True)
+    active = model.sequence_output(items)
+
+    torch.testing.assert_close(inactive, hidden)
+    torch.testing.assert_close(active, model.local_part(hidden, items))
+    assert not torch.allclose(active, hidden)
+
+
+def test_set_prompt_active_without_local_part() -> None:
+    model = make_model(domain_prompt=False)
+
+    with pytest.raises(ValueError, match="no prompt branch"):
+        model.set_prompt_active(True)
+
+    assert model.local_part is None
+
+
+def test_active_prompt_gets_gradient() -> None:
+    model = make_model(user_prompt=True)
+    model.set_prompt_active(True)
+    items, _ = make_items()
+    targets = torch.roll(items, -1, dims=1).clamp(max=N_ITEMS)
+
+    model.loss(items, targets).backward()
+    assert model.local_part is not None
+    fusion_gradient = model.local_part.fusion.weight.grad
+
+    assert fusion_gradient is not None
+    assert torch.count_nonzero(fusion_gradient[:, CONFIG.hidden_size :]) > 0
+
+
+def test_user_prompt_rejects_item_count_change() -> None:
+    model = make_model(user_prompt=True)
+
+    with pytest.raises(ValueError, match="sized for 20"):
+        model.set_item_codes(make_codes(n_items=N_ITEMS + 3))
 
 
 def test_recommender_output_shapes() -> None:
@@ -375,10 +497,27 @@ def test_global_parameter_names_draw_no_random_numbers() -> None:
     assert torch.equal(drawn, expected)
 
 
+@pytest.mark.parametrize("active", [False, True])
+def test_global_state_dict_excludes_both_prompts(active: bool) -> None:
+    model = make_model(user_prompt=True)
+    model.set_prompt_active(active)
+    assert model.local_part is not None
+
+    state = global_state_dict(model)
+
+    assert list(state) == global_parameter_names(CONFIG)
+    assert all("prompt" not in name for name in state)
+    assert all("item_embedding" not in name for name in state)
+    assert sum(v.numel() for v in state.values()) == sum(
+        p.numel() for p in model.global_part.parameters()
+    )
+
+
 def test_global_state_dict_contains_only_global_part() -> None:
     model = make_model()
 
     state = global_state_dict(model)
+    assert model.local_part is not None
     local_names = {name for name, _ in model.local_part.named_parameters()}
 
     assert list(state) == global_parameter_names(CONFIG)

@@ -197,6 +197,19 @@ def test_run_completes_every_process(federated_run):
         assert process.returncode == 0, federated_run["client_logs"][domain]
 
 
+def test_clients_save_tuned_local_model(federated_run):
+    from client.session import load_saved_model
+
+    for domain in DOMAINS:
+        path = federated_run["root"] / "clients" / domain / "model.safetensors"
+        model, metadata = load_saved_model(path)
+
+        assert metadata["domain"] == domain
+        assert 0 <= int(metadata["round"]) <= ROUNDS
+        assert model.local_part is not None
+        assert "tuning the local prompt" in federated_run["client_logs"][domain]
+
+
 def test_run_reports_every_round(federated_run):
     history = json.loads((federated_run["state"] / "history.json").read_text())
 
