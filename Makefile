@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fedcdr-installed
 DATASET ?= ml-100k
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint proto clean
+.PHONY: demo test lint proto clean image
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check server client common tests scripts
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+
+# The container image (deploy/Dockerfile) on a wheelhouse made here; see deploy/README.md.
+image: $(STAMP)
+	$(BIN)/python scripts/build_image.py
 
 proto: $(STAMP)
 	$(BIN)/python scripts/generate_proto.py
