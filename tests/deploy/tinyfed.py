@@ -55,14 +55,16 @@ def coordinator_toml(
     min_domains: int = 0,
     domains: Sequence[str] = DOMAINS,
     run_id: str = "deploy-test",
+    local_epochs: int = 1,
 ) -> str:
-    """Return a coordinator config with the tiny model; TLS and paths come apart."""
+    """Return a coordinator config with the tiny model; the caller adds TLS and paths."""
     return (
         f'run_id = "{run_id}"\n'
         f"domains = {json.dumps(list(domains))}\n"
         f"min_domains = {min_domains}\n"
         f"[timeouts]\njoin_s = 300\nround_s = {round_s}\nreport_s = 300\n"
-        f"[train]\nrounds = {rounds}\nlocal_epochs = 1\nkmeans_iterations = 2\n"
+        f"[train]\nrounds = {rounds}\nlocal_epochs = {local_epochs}\n"
+        "kmeans_iterations = 2\n"
         "batch_size = 16\nlearning_rate = 0.005\n"
         "[model]\nhidden_size = 32\nn_layers = 1\ninner_size = 64\n"
         "n_subspaces = 8\nn_centroids = 16\nn_prompt_words = 4\n"
