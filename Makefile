@@ -14,7 +14,7 @@ BENCH_FLAGS ?=
 RECBOLE_VENV := bench/.venv-recbole
 RECBOLE_STAMP := $(RECBOLE_VENV)/.installed
 
-.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env
+.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ lint: $(STAMP)
 bench-secagg: $(STAMP)
 	-bench/.venv-flwr/bin/python -c 'import flwr' 2>/dev/null || ($(PYTHON) -m venv bench/.venv-flwr && bench/.venv-flwr/bin/python -m pip install --quiet --disable-pip-version-check flwr==1.42.0)
 	$(BIN)/python -m bench.secagg
+
+# The container image (deploy/Dockerfile) on a wheelhouse made here; see deploy/README.md.
+image: $(STAMP)
+	$(BIN)/python scripts/build_image.py
 
 proto: $(STAMP)
 	$(BIN)/python scripts/generate_proto.py

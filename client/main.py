@@ -19,6 +19,7 @@ import torch
 
 from common.cli import add_log_level_argument, configure_logging
 from common.config import ClientConfig, ConfigError, load_toml
+from common.envconfig import CLIENT_VARIABLES, environment_overrides
 
 logger = logging.getLogger("client")
 
@@ -119,7 +120,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> ClientConfig:
-    overrides = {"tls": {"insecure": True}} if args.insecure else None
+    flags = {"tls": {"insecure": True}} if args.insecure else None
+    overrides = environment_overrides(CLIENT_VARIABLES, flags)
     config = load_toml(ClientConfig, args.config, overrides)
     changes: dict[str, Any] = {}
     if args.coordinator:

@@ -23,6 +23,7 @@ from common.atomic import write_text_atomic
 from common.certs import create_certificates
 from common.cli import add_log_level_argument, configure_logging
 from common.config import ConfigError, CoordinatorConfig, load_toml
+from common.envconfig import COORDINATOR_VARIABLES, environment_overrides
 from common.pb import federation_pb2_grpc as pb_grpc
 from common.tensors import MAX_MESSAGE_BYTES
 from server.federation import Federation, QuorumError
@@ -107,7 +108,8 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> CoordinatorConfig:
-    overrides = {"tls": {"insecure": True}} if args.insecure else None
+    flags = {"tls": {"insecure": True}} if args.insecure else None
+    overrides = environment_overrides(COORDINATOR_VARIABLES, flags)
     config = load_toml(CoordinatorConfig, args.config, overrides)
     changes: dict[str, Any] = {}
     if args.listen:
