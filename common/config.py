@@ -246,6 +246,8 @@ class CoordinatorConfig:
     domains: tuple[str, ...]
     listen: str = "127.0.0.1:50051"
     state_dir: Path = Path("runs/coordinator")
+    # SQLite run store; None means state_dir/run.sqlite.
+    store: Path | None = None
     min_domains: int = 0
     tls: TLSConfig = field(default_factory=TLSConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)

@@ -20,10 +20,12 @@ from server.errors import (
     InvalidRequestError,
     PermissionDeniedError,
     QuorumError,
+    StopRequestedError,
     WrongStageError,
 )
 from server.secagg import WIRE_STAGES, SecAggSession
 from server.secagg import Stage as SecAggStage
+from server.store import RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +113,33 @@ class Federation:
     """
 
     def __init__(
-        self, config: CoordinatorConfig, clock: Callable[[], float] = time.monotonic
+        self,
+        config: CoordinatorConfig,
+        clock: Callable[[], float] = time.monotonic,
+        store: RunStore | None = None,
     ) -> None:
         self.config = config
+        self.store = store if store is not None else RunStore.in_memory(config)
         self._clock = clock
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS
         self._task: Task | None = None
         self._abort_message = ""
-        self.domains: dict[str, DomainRecord] = {}
+        self._stopping = threading.Event()
+        self.domains = _restore_domains(self.store)
+
+    def request_stop(self) -> None:
+        """Ask the round loop to abandon the task in flight and return.
+
+        Safe to call from a signal handler: it only sets an event, and every
+        wait of the round loop checks it at least once a second.
+        """
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`request_stop` was called."""
+        return self._stopping.is_set()
 
     @property
     def stage(self) -> Stage:
@@ -170,6 +190,9 @@ class Federation:
                 )
             rejoin = domain in self.domains
             previous = self.domains.get(domain)
+            # Durable before the reply, so a restarted coordinator knows the
+            # domain when its next GetTask arrives.
+            self.store.record_join(domain, stats)
             record = DomainRecord(stats=stats)
             if previous is not None:
                 record.reports = previous.reports
@@ -199,7 +222,7 @@ class Federation:
                 if response.kind != pb.TASK_KIND_WAIT:
                     return response
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or self.stopping:
                     return response
                 self._cond.wait(remaining)
 
@@ -284,6 +307,9 @@ class Federation:
             _check_round_metrics(metrics, self.config.train.rounds)
         with self._cond:
             record = self._require_joined(domain)
+            self.store.record_metrics(
+                domain, request.model, list(request.rounds), request.final
+            )
             history = record.reports.setdefault(request.model, {})
             for metrics in request.rounds:
                 history[metrics.round] = metrics
@@ -360,9 +386,9 @@ class Federation:
             while True:
                 response = self._session(domain, task_id).view(domain, wanted)
                 remaining = deadline - self._clock()
-                if response.ready or remaining <= 0:
+                if response.ready or remaining <= 0 or self.stopping:
                     return response
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, 1.0))
 
     def _session(self, domain: str, task_id: str) -> SecAggSession:
         task = self._current_task(domain, task_id)
@@ -415,6 +441,10 @@ class Federation:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
+                if self.stopping:
+                    raise StopRequestedError(
+                        "the coordinator stopped while waiting for domains"
+                    )
                 self._cond.wait(min(remaining, 1.0))
             joined = sorted(self.domains)
         if len(joined) < self.config.min_domains:
@@ -445,11 +475,17 @@ class Federation:
             deadline = self._clock() + deadline_s
             while not self._task_complete(task):
                 remaining = deadline - self._clock()
-                if remaining <= 0 or self._stage is Stage.ABORTED:
+                if remaining <= 0 or self._stage is Stage.ABORTED or self.stopping:
                     break
                 self._cond.wait(min(remaining, 1.0))
             done = self._completed(task)
             self._task = None
+            if self.stopping and not self._task_complete(task):
+                self._cond.notify_all()
+                raise StopRequestedError(
+                    f"task {task.task_id} abandoned: the coordinator is stopping"
+                )
+            self.store.record_stage(task.task_id, "COMPLETED", done)
             late = sorted(task.participants - done)
             for domain in late:
                 self.domains[domain].dropped = True
@@ -487,8 +523,12 @@ class Federation:
                     self._wait_for_stage(session, limit)
                     if self._stage is Stage.ABORTED:
                         raise QuorumError(f"task {task.task_id}: the run was aborted")
-                    session.close_stage(task.task_id)
-                    self._cond.notify_all()
+                    if self.stopping:
+                        raise StopRequestedError(
+                            f"task {task.task_id} abandoned in stage "
+                            f"{session.stage.name}: the coordinator is stopping"
+                        )
+                    self._close_stage(task, session)
         finally:
             with self._cond:
                 session.fail()
@@ -510,12 +550,19 @@ class Federation:
             )
         return done
 
+    def _close_stage(self, task: Task, session: SecAggSession) -> None:
+        """Close the session's current stage and record who acted in it."""
+        stage, acted = session.stage, session.acted()
+        session.close_stage(task.task_id)
+        self.store.record_stage(task.task_id, stage.name, acted)
+        self._cond.notify_all()
+
     def _wait_for_stage(self, session: SecAggSession, limit_s: float) -> None:
         """Wait under the lock until every expected domain acted, or the limit."""
         deadline = self._clock() + limit_s
         while session.acted() != session.expected():
             remaining = deadline - self._clock()
-            if remaining <= 0 or self._stage is Stage.ABORTED:
+            if remaining <= 0 or self._stage is Stage.ABORTED or self.stopping:
                 return
             self._cond.wait(min(remaining, 1.0))
 
@@ -544,6 +591,20 @@ class Federation:
         with self._cond:
             while not all(r.saw_end or r.dropped for r in self.domains.values()):
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or self.stopping:
                     return
                 self._cond.wait(min(remaining, 1.0))
+
+
+def _restore_domains(store: RunStore) -> dict[str, DomainRecord]:
+    """Rebuild the records of the domains that joined before a restart."""
+    reports = store.metrics()
+    finals = store.finals()
+    return {
+        domain: DomainRecord(
+            stats=stats,
+            reports=reports.get(domain, {}),
+            final=finals.get(domain, set()),
+        )
+        for domain, stats in store.domains().items()
+    }
