@@ -248,6 +248,8 @@ class CoordinatorConfig:
     state_dir: Path = Path("runs/coordinator")
     # SQLite run store; None means state_dir/run.sqlite.
     store: Path | None = None
+    # host:port of the Prometheus endpoint; empty turns it off.
+    metrics_listen: str = ""
     min_domains: int = 0
     tls: TLSConfig = field(default_factory=TLSConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)

@@ -25,6 +25,7 @@ from server.errors import (
 )
 from server.secagg import WIRE_STAGES, SecAggSession
 from server.secagg import Stage as SecAggStage
+from server.metrics import CoordinatorMetrics
 from server.store import RunStore
 
 logger = logging.getLogger(__name__)
@@ -117,9 +118,11 @@ class Federation:
         config: CoordinatorConfig,
         clock: Callable[[], float] = time.monotonic,
         store: RunStore | None = None,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.config = config
         self.store = store if store is not None else RunStore.in_memory(config)
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics()
         self._clock = clock
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS
@@ -190,7 +193,7 @@ class Federation:
                 )
             rejoin = domain in self.domains
             previous = self.domains.get(domain)
-            # Durable before the reply, so a restarted coordinator knows the
+            # Stored before the reply, so a restarted coordinator finds the
             # domain when its next GetTask arrives.
             self.store.record_join(domain, stats)
             record = DomainRecord(stats=stats)
@@ -472,7 +475,8 @@ class Federation:
         with self._cond:
             self._task = task
             self._cond.notify_all()
-            deadline = self._clock() + deadline_s
+            started = self._clock()
+            deadline = started + deadline_s
             while not self._task_complete(task):
                 remaining = deadline - self._clock()
                 if remaining <= 0 or self._stage is Stage.ABORTED or self.stopping:
@@ -486,6 +490,8 @@ class Federation:
                     f"task {task.task_id} abandoned: the coordinator is stopping"
                 )
             self.store.record_stage(task.task_id, "COMPLETED", done)
+            self.metrics.stage_seconds.labels("upload").observe(self._clock() - started)
+            self.metrics.record_task(len(task.participants), len(done))
             late = sorted(task.participants - done)
             for domain in late:
                 self.domains[domain].dropped = True
@@ -514,6 +520,7 @@ class Federation:
             with self._cond:
                 self._task = task
                 self._cond.notify_all()
+                started = self._clock()
                 while session.stage not in (SecAggStage.COMPLETE, SecAggStage.FAILED):
                     limit = (
                         deadline_s
@@ -528,7 +535,8 @@ class Federation:
                             f"task {task.task_id} abandoned in stage "
                             f"{session.stage.name}: the coordinator is stopping"
                         )
-                    self._close_stage(task, session)
+                    self._close_stage(task, session, started)
+                    started = self._clock()
         finally:
             with self._cond:
                 session.fail()
@@ -541,6 +549,7 @@ class Federation:
                 for domain in task.participants - done:
                     if domain in self.domains:
                         self.domains[domain].dropped = True
+                self.metrics.record_task(len(task.participants), len(done))
                 self._cond.notify_all()
         if len(done) < self.config.min_domains:
             raise QuorumError(
@@ -550,11 +559,17 @@ class Federation:
             )
         return done
 
-    def _close_stage(self, task: Task, session: SecAggSession) -> None:
-        """Close the session's current stage and record who acted in it."""
+    def _close_stage(self, task: Task, session: SecAggSession, started: float) -> None:
+        """Close the session's current stage and record who acted and how long
+        it took. Closing UNMASK removes the masks, so it is the aggregation time."""
         stage, acted = session.stage, session.acted()
+        closing = self._clock()
         session.close_stage(task.task_id)
+        now = self._clock()
         self.store.record_stage(task.task_id, stage.name, acted)
+        self.metrics.stage_seconds.labels(stage.name.lower()).observe(now - started)
+        if stage is SecAggStage.UNMASK:
+            self.metrics.aggregation_seconds.observe(now - closing)
         self._cond.notify_all()
 
     def _wait_for_stage(self, session: SecAggSession, limit_s: float) -> None:

@@ -32,6 +32,7 @@ from common.tensors import MAX_MESSAGE_BYTES
 from server import store as runstore
 from server.errors import StopRequestedError
 from server.federation import Federation, QuorumError
+from server.metrics import serve_metrics
 from server.report import format_table
 from server.secagg import MIN_PRIVATE_DOMAINS
 from server.rounds import RoundLoop
@@ -193,6 +194,15 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(config: CoordinatorConfig, store: RunStore, port_file: Path | None) -> int:
     federation = Federation(config, store=store)
     server, health_servicer, address = _start_server(config, federation)
+    try:
+        metrics_server = (
+            serve_metrics(federation.metrics, config.metrics_listen)
+            if config.metrics_listen
+            else None
+        )
+    except ConfigError:
+        server.stop(grace=None)
+        raise
     previous_handlers = _handle_stop_signals(federation, health_servicer)
     if port_file:
         write_text_atomic(port_file, address + "\n")
@@ -222,6 +232,9 @@ def _serve(config: CoordinatorConfig, store: RunStore, port_file: Path | None) -
         server.stop(grace=5).wait()
         for signum, previous in previous_handlers.items():
             signal.signal(signum, previous)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
     logger.info("run=%s ended exit_code=%d", config.run_id, code)
     return code
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 import numpy as np
 import torch
@@ -276,7 +277,10 @@ class RoundLoop:
             return total, done
         if task.aggregator is None:
             raise RuntimeError(f"task {task.task_id} has no aggregator")
-        return task.aggregator.total(), done
+        started = time.monotonic()
+        total = task.aggregator.total()
+        self.federation.metrics.aggregation_seconds.observe(time.monotonic() - started)
+        return total, done
 
     def _log_clipping(self, task: Task, session: SecAggSession) -> None:
         quantized = sum(
@@ -412,6 +416,7 @@ class RoundLoop:
         metadata = {"run_id": self.config.run_id, "round": str(round_index)}
         write_checkpoint(path, global_state(centroids, updated), metadata)
         self.store.commit(task.task_id, "round", round_index, path, done)
+        self.federation.metrics.record_round(round_index)
         logger.info("round=%d committed, checkpoint %s", round_index, path)
         return updated
 
