@@ -33,6 +33,7 @@ from server import store as runstore
 from server.errors import StopRequestedError
 from server.federation import Federation, QuorumError
 from server.metrics import serve_metrics
+from server.revocation import Revocations
 from server.report import format_table
 from server.secagg import MIN_PRIVATE_DOMAINS
 from server.rounds import RoundLoop
@@ -167,6 +168,8 @@ def _open_store(config: CoordinatorConfig) -> RunStore | None:
         store.close()
         raise
     if status == runstore.DONE:
+        # NOTE: clients that never fetched DONE before the crash keep retrying
+        # until their connect_timeout_s and then exit with code 3.
         logger.warning(
             "run=%s finished earlier; `fedcdr-coordinator status --config FILE` "
             "prints its results. Use another run_id and state_dir for a new run",
@@ -186,14 +189,20 @@ def _run(args: argparse.Namespace) -> int:
     if store is None:
         return EXIT_OK
     try:
-        return _serve(config, store, args.port_file)
+        return _serve(config, store, args.port_file, args.config)
     finally:
         store.close()
 
 
-def _serve(config: CoordinatorConfig, store: RunStore, port_file: Path | None) -> int:
+def _serve(
+    config: CoordinatorConfig,
+    store: RunStore,
+    port_file: Path | None,
+    config_path: Path,
+) -> int:
     federation = Federation(config, store=store)
-    server, health_servicer, address = _start_server(config, federation)
+    revocations = _revocations(config)
+    server, health_servicer, address = _start_server(config, federation, revocations)
     try:
         metrics_server = (
             serve_metrics(federation.metrics, config.metrics_listen)
@@ -204,6 +213,8 @@ def _serve(config: CoordinatorConfig, store: RunStore, port_file: Path | None) -
         server.stop(grace=None)
         raise
     previous_handlers = _handle_stop_signals(federation, health_servicer)
+    if revocations is not None:
+        previous_handlers.update(_handle_reload_signal(revocations, config_path))
     if port_file:
         write_text_atomic(port_file, address + "\n")
     logger.info(
@@ -273,6 +284,37 @@ def _handle_stop_signals(
     }
 
 
+def _revocations(config: CoordinatorConfig) -> Revocations | None:
+    """Load the revoked certificates, or return None when TLS is off."""
+    if config.tls.insecure or config.tls.ca is None:
+        return None
+    ca_pem = tls.read_pem(config.tls.ca, "a CA certificate")
+    return Revocations(ca_pem, config.revocation.crl, config.revocation.serials)
+
+
+def _handle_reload_signal(
+    revocations: Revocations, config_path: Path
+) -> dict[int, Any]:
+    """Make SIGHUP reload the revoked serials from the config file and the CRL,
+    and return the previous handler."""
+
+    def reload() -> None:
+        try:
+            config = load_toml(CoordinatorConfig, config_path)
+            revocations.reload(config.revocation.serials)
+        except ConfigError as error:
+            logger.error(
+                "SIGHUP: revocations not reloaded, the old ones stay: %s", error
+            )
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(target=reload, name="reload", daemon=True).start()
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signal.SIGHUP: signal.signal(signal.SIGHUP, handler)}
+
+
 def _set_health(
     health_servicer: health.HealthServicer,
     status: health_pb2.HealthCheckResponse.ServingStatus.ValueType,
@@ -298,7 +340,9 @@ def _warn_about_privacy(config: CoordinatorConfig) -> None:
 
 
 def _start_server(
-    config: CoordinatorConfig, federation: Federation
+    config: CoordinatorConfig,
+    federation: Federation,
+    revocations: Revocations | None,
 ) -> tuple[grpc.Server, health.HealthServicer, str]:
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -306,7 +350,10 @@ def _start_server(
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=options)
     pb_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorServicer(federation, insecure=config.tls.insecure), server
+        CoordinatorServicer(
+            federation, insecure=config.tls.insecure, revocations=revocations
+        ),
+        server,
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

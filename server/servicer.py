@@ -28,6 +28,7 @@ from server.errors import (
     WrongStageError,
 )
 from server.federation import Federation
+from server.revocation import Revocations
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,18 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     insecure
         True when the server has no TLS; the domain named in a request is then
         trusted as it is. Only tests and explicit local runs use this.
+    revocations
+        Revoked client certificates; every request's certificate is checked.
     """
 
-    def __init__(self, federation: Federation, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        insecure: bool = False,
+        revocations: Revocations | None = None,
+    ) -> None:
         self._federation = federation
+        self._revocations = revocations
         self._metrics = federation.metrics
         self._insecure = insecure
         # One upload stream per domain at a time, so a stalled stream of one
@@ -88,6 +97,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 f"the client certificate is for domain {identity!r}, "
                 f"but the request names {domain!r}"
             )
+        certificate = tls.peer_certificate(context)
+        if self._revocations is not None and certificate is not None:
+            serial = self._revocations.revoked_serial(certificate)
+            if serial is not None:
+                raise PermissionDeniedError(
+                    f"the client certificate of domain {identity!r} with serial "
+                    f"{serial:x} is revoked; ask the coordinator's operator for a "
+                    "new certificate"
+                )
         return identity
 
     def _check_run(self, run_id: str) -> None:

@@ -109,3 +109,19 @@ def test_load_overrides_satisfy_checks(tmp_path):
 def test_client_config_rejects_invalid_domain(name):
     with pytest.raises(ConfigError, match="invalid domain"):
         ClientConfig(domain=name, data_dir=Path("d"), tls=TLSConfig(insecure=True))
+
+
+@pytest.mark.parametrize("serial", ["5F3A", "0x5f3a", "5f:3a"])
+def test_revocation_serial_forms(serial):
+    from common.config import RevocationConfig, parse_serial
+
+    assert parse_serial(serial) == 0x5F3A
+    assert RevocationConfig(serials=(serial,)).serials == (serial,)
+
+
+@pytest.mark.parametrize("serial", ["", "xyz", "0", "-5"])
+def test_revocation_serial_must_be_positive_hex(serial):
+    from common.config import ConfigError, RevocationConfig
+
+    with pytest.raises(ConfigError, match="invalid certificate serial"):
+        RevocationConfig(serials=(serial,))
