@@ -189,6 +189,41 @@ class TLSConfig:
                 )
 
 
+def parse_serial(text: str) -> int:
+    """Parse a certificate serial number written in hexadecimal.
+
+    Accepts the forms `openssl x509 -noout -serial` and browsers print:
+    ``5F3A...``, ``0x5f3a...`` or ``5f:3a:...``.
+    """
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"invalid certificate serial {text!r}: write the positive serial "
+            "number in hexadecimal, as `openssl x509 -noout -serial` prints it"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    """Revoked client certificates: a CRL file signed by the CA, and serials.
+
+    The coordinator reads the CRL again when the file changes, and both on
+    SIGHUP.
+    """
+
+    crl: Path | None = None
+    serials: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for serial in self.serials:
+            parse_serial(serial)
+
+
 @dataclass(frozen=True)
 class TimeoutConfig:
     """Deadlines, in seconds, for each wait of a run."""
@@ -278,8 +313,13 @@ class CoordinatorConfig:
     domains: tuple[str, ...]
     listen: str = "127.0.0.1:50051"
     state_dir: Path = Path("runs/coordinator")
+    # SQLite run store; None means state_dir/run.sqlite.
+    store: Path | None = None
+    # host:port of the Prometheus endpoint; empty turns it off.
+    metrics_listen: str = ""
     min_domains: int = 0
     tls: TLSConfig = field(default_factory=TLSConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

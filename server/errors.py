@@ -25,3 +25,7 @@ class DuplicateError(ProtocolError):
 
 class QuorumError(RuntimeError):
     """Too few domains took part before a deadline."""
+
+
+class StopRequestedError(RuntimeError):
+    """The coordinator was asked to stop (SIGTERM) and abandoned the task in flight."""

@@ -20,10 +20,13 @@ from server.errors import (
     InvalidRequestError,
     PermissionDeniedError,
     QuorumError,
+    StopRequestedError,
     WrongStageError,
 )
 from server.secagg import WIRE_STAGES, SecAggSession
 from server.secagg import Stage as SecAggStage
+from server.metrics import CoordinatorMetrics
+from server.store import RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +114,35 @@ class Federation:
     """
 
     def __init__(
-        self, config: CoordinatorConfig, clock: Callable[[], float] = time.monotonic
+        self,
+        config: CoordinatorConfig,
+        clock: Callable[[], float] = time.monotonic,
+        store: RunStore | None = None,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.config = config
+        self.store = store if store is not None else RunStore.in_memory(config)
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics()
         self._clock = clock
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS
         self._task: Task | None = None
         self._abort_message = ""
-        self.domains: dict[str, DomainRecord] = {}
+        self._stopping = threading.Event()
+        self.domains = _restore_domains(self.store)
+
+    def request_stop(self) -> None:
+        """Ask the round loop to abandon the task in flight and return.
+
+        Safe to call from a signal handler: it only sets an event, and every
+        wait of the round loop checks it at least once a second.
+        """
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`request_stop` was called."""
+        return self._stopping.is_set()
 
     @property
     def stage(self) -> Stage:
@@ -170,6 +193,9 @@ class Federation:
                 )
             rejoin = domain in self.domains
             previous = self.domains.get(domain)
+            # Stored before the reply, so a restarted coordinator finds the
+            # domain when its next GetTask arrives.
+            self.store.record_join(domain, stats)
             record = DomainRecord(stats=stats)
             if previous is not None:
                 record.reports = previous.reports
@@ -199,7 +225,7 @@ class Federation:
                 if response.kind != pb.TASK_KIND_WAIT:
                     return response
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or self.stopping:
                     return response
                 self._cond.wait(remaining)
 
@@ -284,6 +310,9 @@ class Federation:
             _check_round_metrics(metrics, self.config.train.rounds)
         with self._cond:
             record = self._require_joined(domain)
+            self.store.record_metrics(
+                domain, request.model, list(request.rounds), request.final
+            )
             history = record.reports.setdefault(request.model, {})
             for metrics in request.rounds:
                 history[metrics.round] = metrics
@@ -360,9 +389,9 @@ class Federation:
             while True:
                 response = self._session(domain, task_id).view(domain, wanted)
                 remaining = deadline - self._clock()
-                if response.ready or remaining <= 0:
+                if response.ready or remaining <= 0 or self.stopping:
                     return response
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, 1.0))
 
     def _session(self, domain: str, task_id: str) -> SecAggSession:
         task = self._current_task(domain, task_id)
@@ -415,6 +444,10 @@ class Federation:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
+                if self.stopping:
+                    raise StopRequestedError(
+                        "the coordinator stopped while waiting for domains"
+                    )
                 self._cond.wait(min(remaining, 1.0))
             joined = sorted(self.domains)
         if len(joined) < self.config.min_domains:
@@ -442,14 +475,23 @@ class Federation:
         with self._cond:
             self._task = task
             self._cond.notify_all()
-            deadline = self._clock() + deadline_s
+            started = self._clock()
+            deadline = started + deadline_s
             while not self._task_complete(task):
                 remaining = deadline - self._clock()
-                if remaining <= 0 or self._stage is Stage.ABORTED:
+                if remaining <= 0 or self._stage is Stage.ABORTED or self.stopping:
                     break
                 self._cond.wait(min(remaining, 1.0))
             done = self._completed(task)
             self._task = None
+            if self.stopping and not self._task_complete(task):
+                self._cond.notify_all()
+                raise StopRequestedError(
+                    f"task {task.task_id} abandoned: the coordinator is stopping"
+                )
+            self.store.record_stage(task.task_id, "COMPLETED", done)
+            self.metrics.stage_seconds.labels("upload").observe(self._clock() - started)
+            self.metrics.record_task(len(task.participants), len(done))
             late = sorted(task.participants - done)
             for domain in late:
                 self.domains[domain].dropped = True
@@ -478,6 +520,7 @@ class Federation:
             with self._cond:
                 self._task = task
                 self._cond.notify_all()
+                started = self._clock()
                 while session.stage not in (SecAggStage.COMPLETE, SecAggStage.FAILED):
                     limit = (
                         deadline_s
@@ -487,11 +530,13 @@ class Federation:
                     self._wait_for_stage(session, limit)
                     if self._stage is Stage.ABORTED:
                         raise QuorumError(f"task {task.task_id}: the run was aborted")
-                    # NOTE: closing the unmask stage rebuilds and removes the
-                    # masks under the lock, so RPCs wait for it; that took
-                    # about 1 s of CPU for 500 SecAgg+ clients in the benchmark.
-                    session.close_stage(task.task_id)
-                    self._cond.notify_all()
+                    if self.stopping:
+                        raise StopRequestedError(
+                            f"task {task.task_id} abandoned in stage "
+                            f"{session.stage.name}: the coordinator is stopping"
+                        )
+                    self._close_stage(task, session, started)
+                    started = self._clock()
         finally:
             with self._cond:
                 session.fail()
@@ -504,6 +549,7 @@ class Federation:
                 for domain in task.participants - done:
                     if domain in self.domains:
                         self.domains[domain].dropped = True
+                self.metrics.record_task(len(task.participants), len(done))
                 self._cond.notify_all()
         if len(done) < self.config.min_domains:
             raise QuorumError(
@@ -513,12 +559,28 @@ class Federation:
             )
         return done
 
+    def _close_stage(self, task: Task, session: SecAggSession, started: float) -> None:
+        """Close the session's current stage and record who acted and how long
+        it took. Closing UNMASK removes the masks, so it is the aggregation time."""
+        stage, acted = session.stage, session.acted()
+        closing = self._clock()
+        # NOTE: closing the unmask stage rebuilds and removes the masks under
+        # the lock, so RPCs wait for it; that took about 1 s of CPU for 500
+        # SecAgg+ clients in the benchmark.
+        session.close_stage(task.task_id)
+        now = self._clock()
+        self.store.record_stage(task.task_id, stage.name, acted)
+        self.metrics.stage_seconds.labels(stage.name.lower()).observe(now - started)
+        if stage is SecAggStage.UNMASK:
+            self.metrics.aggregation_seconds.observe(now - closing)
+        self._cond.notify_all()
+
     def _wait_for_stage(self, session: SecAggSession, limit_s: float) -> None:
         """Wait under the lock until every expected domain acted, or the limit."""
         deadline = self._clock() + limit_s
         while session.acted() != session.expected():
             remaining = deadline - self._clock()
-            if remaining <= 0 or self._stage is Stage.ABORTED:
+            if remaining <= 0 or self._stage is Stage.ABORTED or self.stopping:
                 return
             self._cond.wait(min(remaining, 1.0))
 
@@ -547,6 +609,20 @@ class Federation:
         with self._cond:
             while not all(r.saw_end or r.dropped for r in self.domains.values()):
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or self.stopping:
                     return
                 self._cond.wait(min(remaining, 1.0))
+
+
+def _restore_domains(store: RunStore) -> dict[str, DomainRecord]:
+    """Rebuild the records of the domains that joined before a restart."""
+    reports = store.metrics()
+    finals = store.finals()
+    return {
+        domain: DomainRecord(
+            stats=stats,
+            reports=reports.get(domain, {}),
+            final=finals.get(domain, set()),
+        )
+        for domain, stats in store.domains().items()
+    }

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import torch
-from safetensors.numpy import save as save_safetensors
 
 from common import pq
-from common.atomic import write_bytes_atomic
 from common.config import CoordinatorConfig
 from common.model import GlobalEncoder, global_parameter_names
 from common.pb import federation_pb2 as pb
@@ -24,7 +21,18 @@ from common.secagg.vector import (
     train_layout,
 )
 from common.tensors import pack_arrays
+from server import store as runstore
 from server.aggregation import Aggregator, PlainSumAggregator
+from server.checkpoints import (
+    CENTROIDS,
+    MODEL_PREFIX,
+    codebook_checkpoint,
+    global_state,
+    load_checkpoint,
+    round_checkpoint,
+    write_checkpoint,
+)
+from server.errors import StopRequestedError
 from server.federation import Federation, QuorumError, Stage, Task
 from server.secagg import SecAggSession, SessionSettings
 from server.report import write_reports
@@ -62,7 +70,12 @@ def initial_global_weights(config: CoordinatorConfig) -> dict[str, np.ndarray]:
 
 
 class RoundLoop:
-    """Drive one run from joining to the final report.
+    """Drive one run from joining to the final report, resuming a stored run.
+
+    Each codebook step and round is committed to the federation's run store
+    after its checkpoint file is written. A restarted loop continues after
+    the last commit. A task that was in flight starts over under a new task
+    id and aggregation number, so clients make fresh keys for it.
 
     Parameters
     ----------
@@ -83,48 +96,114 @@ class RoundLoop:
         self.config = config
         self.federation = federation
         self._new_aggregator = aggregator_factory
+        self.store = federation.store
         self.summary: dict[str, object] = {}
-        self._aggregations = 0
+        self._start = 0
 
     def run(self) -> dict[str, object]:
-        """Run every stage; abort the run and re-raise on a missed quorum."""
+        """Run every stage; abort the run and re-raise on a missed quorum.
+
+        Raises
+        ------
+        QuorumError
+            When too few domains took part; the run is aborted.
+        StopRequestedError
+            When :meth:`Federation.request_stop` was called; the task in
+            flight is abandoned and the run can resume.
+        """
         try:
-            self.federation.wait_for_domains()
+            self._start = self.store.begin_start()
+            self.store.set_status(runstore.RUNNING)
+            if self.store.tasks():
+                logger.info(
+                    "run=%s resuming (start %d) with domains %s",
+                    self.config.run_id,
+                    self._start,
+                    sorted(self.federation.domains),
+                )
+            else:
+                self.federation.wait_for_domains()
             self.federation.move_to(Stage.CODEBOOK)
-            centroids = self._train_codebook()
+            centroids, weights, first_round = self._resume_point()
 
             self.federation.move_to(Stage.TRAINING)
-            weights = initial_global_weights(self.config)
-            for round_index in range(1, self.config.train.rounds + 1):
+            for round_index in range(first_round, self.config.train.rounds + 1):
                 weights = self._train_round(round_index, centroids, weights)
 
             self.federation.move_to(Stage.FINISHING)
             self._finish(centroids, weights)
-            self.summary = write_reports(
-                self.config.state_dir, self.federation.snapshot()
-            )
             self.federation.move_to(Stage.DONE)
+        except StopRequestedError as error:
+            logger.warning("run=%s stopped: %s", self.config.run_id, error)
+            self.store.set_status(runstore.RUNNING, str(error))
+            raise
         except QuorumError as error:
+            self.store.set_status(runstore.ABORTED, str(error))
             self.federation.abort(str(error))
             raise
         except Exception as error:
             # Tell the clients, so none waits for a task that will never come.
+            self.store.set_status(runstore.ABORTED, f"coordinator error: {error}")
             self.federation.abort(f"coordinator error: {error}")
             raise
         return self.summary
 
+    def _resume_point(
+        self,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+        """Return the centroids, the global weights and the next round to run."""
+        last = self.store.last_commit("round")
+        if last is None:
+            centroids = self._train_codebook()
+            return centroids, initial_global_weights(self.config), 1
+        initial = initial_global_weights(self.config)
+        expected = {
+            name: tuple(value.shape)
+            for name, value in global_state(self._zero_centroids(), initial).items()
+        }
+        arrays = load_checkpoint(self.store.checkpoint_path(last), expected)
+        weights = {name: arrays[MODEL_PREFIX + name] for name in initial}
+        logger.info(
+            "run=%s resumes after committed round %d", self.config.run_id, last.number
+        )
+        return arrays[CENTROIDS], weights, last.number + 1
+
+    def _zero_centroids(self) -> np.ndarray:
+        model = self.config.model
+        sub_dim = model.text_dim // model.n_subspaces
+        return np.zeros(
+            (model.n_subspaces, model.n_centroids, sub_dim), dtype=np.float32
+        )
+
     def _task(
         self,
         kind: int,
-        task_id: str,
+        base_id: str,
         layout: VectorLayout | None,
         download: dict[str, np.ndarray] | None,
         round_index: int = 0,
         step: int = 0,
     ) -> Task:
+        """Build a task and record it in the store as in flight.
+
+        A restarted coordinator appends its start number to the task id
+        (``train-3.2``), so requests meant for the attempt of an earlier
+        start fail as stale instead of reaching the new one.
+        """
         participants = self.federation.active_domains()
         vector_length = layout.length if layout is not None else 0
         secure = self.config.secagg.enabled and layout is not None
+        task_id = base_id if self._start <= 1 else f"{base_id}.{self._start}"
+        aggregation = self.store.next_aggregation() if secure else 0
+        self.store.begin_task(
+            task_id,
+            base_id,
+            _KIND_NAMES[kind],
+            round_index if kind in (pb.TASK_KIND_TRAIN, pb.TASK_KIND_FINISH) else step,
+            self._start,
+            aggregation,
+            participants,
+        )
         return Task(
             kind=kind,
             task_id=task_id,
@@ -139,20 +218,23 @@ class RoundLoop:
             round=round_index,
             step=step,
             secagg=(
-                self._session(kind, participants, layout)
+                self._session(kind, participants, layout, aggregation)
                 if secure and layout is not None
                 else None
             ),
         )
 
     def _session(
-        self, kind: int, participants: frozenset[str], layout: VectorLayout
+        self,
+        kind: int,
+        participants: frozenset[str],
+        layout: VectorLayout,
+        aggregation: int,
     ) -> SecAggSession:
         """Build the secure aggregation of one task, after the ring size check."""
         secagg = self.config.secagg
         weight_cap = self._weight_cap(kind, participants)
         check_ring_fits(layout, secagg.levels, len(participants), weight_cap)
-        self._aggregations += 1
         settings = SessionSettings(
             run_id=self.config.run_id,
             mode=secagg.mode,
@@ -160,9 +242,7 @@ class RoundLoop:
             neighbours=secagg.neighbours,
             levels=secagg.levels,
         )
-        return SecAggSession(
-            settings, self._aggregations, participants, layout, weight_cap
-        )
+        return SecAggSession(settings, aggregation, participants, layout, weight_cap)
 
     def _weight_cap(self, kind: int, participants: frozenset[str]) -> int:
         """Return the largest weight a participant may send: its training
@@ -177,15 +257,30 @@ class RoundLoop:
         ]
         return max(sizes, default=1)
 
-    def _aggregate(self, task: Task) -> np.ndarray:
-        self.federation.run_task(task, self.config.timeouts.round_s)
+    def _run_task(self, task: Task, deadline_s: float) -> set[str]:
+        """Run ``task`` and record a failed or abandoned attempt in the store."""
+        try:
+            return self.federation.run_task(task, deadline_s)
+        except StopRequestedError as error:
+            self.store.end_task(task.task_id, runstore.ABANDONED, str(error))
+            raise
+        except Exception as error:
+            self.store.end_task(task.task_id, runstore.FAILED, str(error))
+            raise
+
+    def _aggregate(self, task: Task) -> tuple[np.ndarray, set[str]]:
+        """Return the task's aggregate and the domains whose input it contains."""
+        done = self._run_task(task, self.config.timeouts.round_s)
         if task.secagg is not None:
             total = task.secagg.total()
             self._log_clipping(task, task.secagg)
-            return total
+            return total, done
         if task.aggregator is None:
             raise RuntimeError(f"task {task.task_id} has no aggregator")
-        return task.aggregator.total()
+        started = time.monotonic()
+        total = task.aggregator.total()
+        self.federation.metrics.aggregation_seconds.observe(time.monotonic() - started)
+        return total, done
 
     def _log_clipping(self, task: Task, session: SecAggSession) -> None:
         quantized = sum(
@@ -223,28 +318,24 @@ class RoundLoop:
         return train_layout(tensors, bounds)
 
     def _train_codebook(self) -> np.ndarray:
-        """Run the federated k-means of the product-quantization codebook."""
+        """Run the federated k-means of the product-quantization codebook,
+        from the step after the last committed one."""
         model = self.config.model
         seed = self.config.train.seed
         sub_dim = model.text_dim // model.n_subspaces
 
-        task = self._task(
-            pb.TASK_KIND_CODEBOOK_MOMENTS,
-            "codebook-0",
-            moments_layout(model.text_dim),
-            None,
-            step=0,
-        )
-        total_sum, total_sq, count = pq.unpack_moments(
-            self._aggregate(task), model.text_dim
-        )
-        centroids = pq.initial_centroids(
-            total_sum, total_sq, count, model.n_subspaces, model.n_centroids, seed
-        )
-        logger.info("codebook initialized from %d item embeddings", int(count))
+        last = self.store.last_commit("codebook")
+        if last is not None:
+            expected = {CENTROIDS: self._zero_centroids().shape}
+            path = self.store.checkpoint_path(last)
+            centroids = load_checkpoint(path, expected)[CENTROIDS]
+            logger.info("codebook resumes after committed step=%d", last.number)
+        else:
+            centroids = self._initial_centroids()
 
         layout = cluster_layout(model.n_subspaces, model.n_centroids, sub_dim)
-        for step in range(1, self.config.train.kmeans_iterations + 1):
+        first = last.number + 1 if last is not None else 1
+        for step in range(first, self.config.train.kmeans_iterations + 1):
             task = self._task(
                 pb.TASK_KIND_CODEBOOK_STEP,
                 f"codebook-{step}",
@@ -252,14 +343,48 @@ class RoundLoop:
                 {"centroids": centroids},
                 step=step,
             )
+            total, done = self._aggregate(task)
             sums, counts = pq.unpack_cluster_stats(
-                self._aggregate(task), model.n_subspaces, model.n_centroids, sub_dim
+                total, model.n_subspaces, model.n_centroids, sub_dim
             )
             centroids, reseeded = pq.update_centroids(
                 centroids, sums, counts, pq.iteration_rng(seed, step)
             )
+            self._commit_codebook(task, step, centroids, done)
             logger.info("codebook step=%d reseeded_clusters=%d", step, reseeded)
         return centroids
+
+    def _initial_centroids(self) -> np.ndarray:
+        """Draw the initial centroids from the summed moments (k-means step 0)."""
+        model = self.config.model
+        task = self._task(
+            pb.TASK_KIND_CODEBOOK_MOMENTS,
+            "codebook-0",
+            moments_layout(model.text_dim),
+            None,
+            step=0,
+        )
+        total, done = self._aggregate(task)
+        total_sum, total_sq, count = pq.unpack_moments(total, model.text_dim)
+        centroids = pq.initial_centroids(
+            total_sum,
+            total_sq,
+            count,
+            model.n_subspaces,
+            model.n_centroids,
+            self.config.train.seed,
+        )
+        self._commit_codebook(task, 0, centroids, done)
+        logger.info("codebook initialized from %d item embeddings", int(count))
+        return centroids
+
+    def _commit_codebook(
+        self, task: Task, step: int, centroids: np.ndarray, survivors: set[str]
+    ) -> None:
+        path = codebook_checkpoint(self.config.state_dir, step)
+        metadata = {"run_id": self.config.run_id, "codebook_step": str(step)}
+        write_checkpoint(path, {CENTROIDS: centroids}, metadata)
+        self.store.commit(task.task_id, "codebook", step, path, survivors)
 
     def _train_round(
         self, round_index: int, centroids: np.ndarray, weights: dict[str, np.ndarray]
@@ -270,10 +395,10 @@ class RoundLoop:
             pb.TASK_KIND_TRAIN,
             f"train-{round_index}",
             self._train_layout(weights),
-            _download_state(centroids, weights),
+            global_state(centroids, weights),
             round_index=round_index,
         )
-        total = self._aggregate(task)
+        total, done = self._aggregate(task)
         weight = total[-1]
         if not weight > 0:
             raise QuorumError(
@@ -287,46 +412,36 @@ class RoundLoop:
             delta = mean_delta[offset : offset + value.size].reshape(value.shape)
             updated[name] = (value + delta).astype(np.float32)
             offset += value.size
-        self._checkpoint(round_index, centroids, updated)
-        logger.info("round=%d finished", round_index)
+        path = round_checkpoint(self.config.state_dir, round_index)
+        metadata = {"run_id": self.config.run_id, "round": str(round_index)}
+        write_checkpoint(path, global_state(centroids, updated), metadata)
+        self.store.commit(task.task_id, "round", round_index, path, done)
+        self.federation.metrics.record_round(round_index)
+        logger.info("round=%d committed, checkpoint %s", round_index, path)
         return updated
 
     def _finish(self, centroids: np.ndarray, weights: dict[str, np.ndarray]) -> None:
-        """Hand out the final weights and wait for every domain's final reports."""
+        """Hand out the final weights, wait for every domain's final reports and
+        write the reports into state_dir and the store."""
         task = self._task(
             pb.TASK_KIND_FINISH,
             "finish",
             None,
-            _download_state(centroids, weights),
+            global_state(centroids, weights),
             round_index=self.config.train.rounds,
         )
-        self.federation.run_task(task, self.config.timeouts.report_s)
-
-    def _checkpoint(
-        self, round_index: int, centroids: np.ndarray, weights: dict[str, np.ndarray]
-    ) -> Path:
-        path = (
-            self.config.state_dir
-            / "checkpoints"
-            / f"round-{round_index:04d}.safetensors"
-        )
-        data = save_safetensors(
-            _download_state(centroids, weights),
-            metadata={"run_id": self.config.run_id, "round": str(round_index)},
-        )
-        try:
-            write_bytes_atomic(path, data)
-        except OSError as error:
-            raise RuntimeError(
-                f"cannot write checkpoint {path}: {error}; check that state_dir "
-                f"{self.config.state_dir} and its checkpoints folder are writable "
-                "folders"
-            ) from None
-        logger.info("round=%d checkpoint written to %s", round_index, path)
-        return path
+        self._run_task(task, self.config.timeouts.report_s)
+        self.summary = write_reports(self.config.state_dir, self.federation.snapshot())
+        for name in ("metrics.json", "history.json"):
+            content = (self.config.state_dir / name).read_text(encoding="utf-8")
+            self.store.save_report(name, content)
+        self.store.end_task(task.task_id, runstore.COMMITTED)
+        self.store.set_status(runstore.DONE)
 
 
-def _download_state(
-    centroids: np.ndarray, weights: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    return {"centroids": centroids, **{f"model/{k}": v for k, v in weights.items()}}
+_KIND_NAMES: dict[int, str] = {
+    pb.TASK_KIND_CODEBOOK_MOMENTS: "codebook",
+    pb.TASK_KIND_CODEBOOK_STEP: "codebook",
+    pb.TASK_KIND_TRAIN: "round",
+    pb.TASK_KIND_FINISH: "finish",
+}

@@ -28,6 +28,7 @@ from server.errors import (
     WrongStageError,
 )
 from server.federation import Federation
+from server.revocation import Revocations
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +58,30 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     insecure
         True when the server has no TLS; the domain named in a request is then
         trusted as it is. Only tests and explicit local runs use this.
+    revocations
+        Revoked client certificates; every request's certificate is checked.
     """
 
-    def __init__(self, federation: Federation, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        insecure: bool = False,
+        revocations: Revocations | None = None,
+    ) -> None:
         self._federation = federation
+        self._revocations = revocations
+        self._metrics = federation.metrics
         self._insecure = insecure
         # One upload stream per domain at a time, so a stalled stream of one
         # domain cannot take every worker thread.
         self._uploading: set[str] = set()
         self._uploading_lock = threading.Lock()
+
+    def _reject(self, context: grpc.ServicerContext, error: ProtocolError) -> NoReturn:
+        """Count the rejection by status code, then end the RPC with it."""
+        code = _STATUS.get(type(error), grpc.StatusCode.FAILED_PRECONDITION)
+        self._metrics.rejected.labels(code.name).inc()
+        abort_with(context, error)
 
     def _caller(self, context: grpc.ServicerContext, domain: str) -> str:
         """Return the domain the caller proves to be, checking the request's claim."""
@@ -81,6 +97,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 f"the client certificate is for domain {identity!r}, "
                 f"but the request names {domain!r}"
             )
+        certificate = tls.peer_certificate(context)
+        if self._revocations is not None and certificate is not None:
+            serial = self._revocations.revoked_serial(certificate)
+            if serial is not None:
+                raise PermissionDeniedError(
+                    f"the client certificate of domain {identity!r} with serial "
+                    f"{serial:x} is revoked; ask the coordinator's operator for a "
+                    "new certificate"
+                )
         return identity
 
     def _check_run(self, run_id: str) -> None:
@@ -107,7 +132,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 )
             self._federation.join(domain, request.stats)
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         config = self._federation.config
         return pb.JoinResponse(
             run_id=config.run_id,
@@ -123,7 +148,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._check_run(request.run_id)
             return self._federation.next_task(domain)
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
 
     def Download(
         self, request: pb.DownloadRequest, context: grpc.ServicerContext
@@ -133,11 +158,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._check_run(request.run_id)
             manifest, payload = self._federation.download(domain, request.task_id)
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         logger.debug(
             "download task=%s domain=%s bytes=%d", request.task_id, domain, len(payload)
         )
         yield from tensor_chunks(manifest, payload)
+        self._metrics.sent_bytes.labels("Download").inc(len(payload))
 
     def Upload(
         self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
@@ -159,9 +185,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 )
         except _ResourceExhaustedError as error:
             logger.warning("rejected request: RESOURCE_EXHAUSTED: %s", error)
+            self._metrics.rejected.labels("RESOURCE_EXHAUSTED").inc()
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
+        self._metrics.received_bytes.labels("Upload").inc(len(payload))
         return pb.UploadResponse(received_bytes=len(payload))
 
     @contextlib.contextmanager
@@ -190,7 +218,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 domain, request.task_id, request.advertisement
             )
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         return pb.AdvertiseKeysResponse()
 
     def ShareKeys(
@@ -201,7 +229,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._check_run(request.run_id)
             self._federation.share_keys(domain, request.task_id, list(request.shares))
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         return pb.ShareKeysResponse()
 
     def ConsistencyCheck(
@@ -214,7 +242,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 domain, request.task_id, request.signature
             )
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         return pb.ConsistencyCheckResponse()
 
     def Unmask(
@@ -230,7 +258,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 list(request.mask_key_shares),
             )
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         return pb.UnmaskResponse()
 
     def GetSecAggStage(
@@ -241,7 +269,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._check_run(request.run_id)
             return self._federation.secagg_stage(domain, request.task_id, request.stage)
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
 
     def _check_certificate(
         self, context: grpc.ServicerContext, certificate_pem: bytes
@@ -264,7 +292,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._check_run(request.run_id)
             self._federation.report(domain, request)
         except ProtocolError as error:
-            abort_with(context, error)
+            self._reject(context, error)
         return pb.ReportMetricsResponse()
 
 

@@ -144,3 +144,19 @@ def test_prompt_config_allows_no_branch_without_tuning():
     config = PromptConfig(epochs=0, domain_prompt=False, user_prompt=False)
 
     assert config.epochs == 0
+
+
+@pytest.mark.parametrize("serial", ["5F3A", "0x5f3a", "5f:3a"])
+def test_revocation_serial_forms(serial):
+    from common.config import RevocationConfig, parse_serial
+
+    assert parse_serial(serial) == 0x5F3A
+    assert RevocationConfig(serials=(serial,)).serials == (serial,)
+
+
+@pytest.mark.parametrize("serial", ["", "xyz", "0", "-5"])
+def test_revocation_serial_must_be_positive_hex(serial):
+    from common.config import ConfigError, RevocationConfig
+
+    with pytest.raises(ConfigError, match="invalid certificate serial"):
+        RevocationConfig(serials=(serial,))

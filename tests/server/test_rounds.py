@@ -1,6 +1,7 @@
 """The round loop against in-process clients that upload known vectors."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from common.config import (
 )
 from common.pb import federation_pb2 as pb
 from common.tensors import unpack_arrays
+from server.errors import StopRequestedError, WrongStageError
 from server.federation import Federation, QuorumError
 from server.rounds import RoundLoop, initial_global_weights
+from server.store import RunStore
 from tests.support.inprocess import InProcessCoordinator
 
 WEIGHTS = {"a": 1.0, "b": 3.0}
@@ -82,15 +85,7 @@ def _client(
             delta = deltas[task.round - 1][domain]
             vector = np.append(np.full(task.vector_length - 1, delta * weight), weight)
         elif task.kind == pb.TASK_KIND_FINISH:
-            for model in ("federated", "local_only"):
-                federation.report(
-                    domain,
-                    pb.ReportMetricsRequest(
-                        model=model,
-                        rounds=[pb.RoundMetrics(round=0, valid={"ndcg@10": 0.1})],
-                        final=True,
-                    ),
-                )
+            _report_final(federation, domain)
             continue
         else:
             continue
@@ -98,6 +93,18 @@ def _client(
             upload.submit(vector)
         else:
             federation.upload(domain, task.task_id, "float64-le", vector.tobytes())
+
+
+def _report_final(federation, domain):
+    for model in ("federated", "local_only"):
+        federation.report(
+            domain,
+            pb.ReportMetricsRequest(
+                model=model,
+                rounds=[pb.RoundMetrics(round=0, valid={"ndcg@10": 0.1})],
+                final=True,
+            ),
+        )
 
 
 def _run_with_clients(config, deltas, weights) -> list:
@@ -164,3 +171,110 @@ def test_secure_round_loop_matches_plain_mean(tmp_path):
             final[f"model/{name}"], value - 1 / 6, atol=2 * step + 1e-6
         )
     assert len(seen) == 6
+
+
+def _plain_client(federation, domain, seen, hold=None):
+    """Upload the constant delta ``DELTAS[round][domain]`` for each round in
+    the clear; before its round-2 upload, wait for the ``hold`` event."""
+    embeddings = np.random.default_rng(len(domain)).standard_normal((20, 384))
+    federation.join(domain, pb.DomainStats(n_users=3, n_items=20, n_interactions=60))
+    while True:
+        task = federation.next_task(domain, wait_s=0.2)
+        if task.kind in (pb.TASK_KIND_DONE, pb.TASK_KIND_ABORT):
+            return
+        if task.kind == pb.TASK_KIND_CODEBOOK_MOMENTS:
+            vector = pq.pack_moments(
+                embeddings.sum(0), (embeddings**2).sum(0), len(embeddings)
+            )
+        elif task.kind == pb.TASK_KIND_CODEBOOK_STEP:
+            shape = unpack_arrays(*federation.download(domain, task.task_id))[
+                "centroids"
+            ].shape
+            vector = pq.pack_cluster_stats(np.zeros(shape), np.full(shape[:2], 5.0))
+        elif task.kind == pb.TASK_KIND_TRAIN:
+            seen.append((domain, task.task_id))
+            if hold is not None and task.round == 2:
+                hold.wait(10)
+            weight = WEIGHTS[domain]
+            delta = RESUME_DELTAS[task.round - 1][domain]
+            vector = np.append(np.full(task.vector_length - 1, delta * weight), weight)
+        elif task.kind == pb.TASK_KIND_FINISH:
+            _report_final(federation, domain)
+            continue
+        else:
+            time.sleep(0.05)
+            continue
+        try:
+            federation.upload(domain, task.task_id, "float64-le", vector.tobytes())
+        except WrongStageError:
+            continue
+
+
+RESUME_DELTAS = [{"a": 1.0, "b": -1.0}, {"a": 4.0, "b": 0.0}, {"a": 0.0, "b": 2.0}]
+
+
+def _start_clients(federation, seen, hold=None):
+    threads = [
+        threading.Thread(
+            target=_plain_client,
+            args=(federation, d, seen, hold if d == "b" else None),
+            daemon=True,
+        )
+        for d in WEIGHTS
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_round_loop_resumes_after_stop(tmp_path):
+    config = _config(tmp_path, rounds=3)
+
+    # First start: stop while domain b holds its round-2 upload.
+    first_store = RunStore.open(config)
+    first = Federation(config, store=first_store)
+    first_seen: list = []
+    hold = threading.Event()
+    threads = _start_clients(first, first_seen, hold)
+    watcher = threading.Thread(
+        target=lambda: (
+            _wait_until(lambda: ("b", "train-2") in first_seen),
+            first.request_stop(),
+        )
+    )
+    watcher.start()
+    with pytest.raises(StopRequestedError, match="task train-2 abandoned"):
+        RoundLoop(config, first).run()
+    hold.set()
+    first.abort("the test ends the first start")
+    for thread in [watcher, *threads]:
+        thread.join(10)
+    outcomes = {t.task_id: t.outcome for t in first_store.tasks()}
+    first_store.close()
+
+    # Second start: the same config resumes at round 2 under a new task id.
+    second_store = RunStore.open(config)
+    second = Federation(config, store=second_store)
+    second_seen: list = []
+    threads = _start_clients(second, second_seen)
+    RoundLoop(config, second).run()
+    for thread in threads:
+        thread.join(10)
+
+    assert outcomes["train-1"] == "committed"
+    assert outcomes["train-2"] == "abandoned"
+    assert sorted({t for _, t in second_seen}) == ["train-2.2", "train-3.2"]
+    assert [c.number for c in second_store.commits("round")] == [1, 2, 3]
+    assert [c.number for c in second_store.commits("codebook")] == [0, 1, 2]
+    assert second_store.status()[0] == "done"
+    # Rounds: (1 - 3) / 4 = -0.5, then (4 + 0) / 4 = 1.0, then (0 + 6) / 4 = 1.5.
+    final = load_file(tmp_path / "checkpoints" / "round-0003.safetensors")
+    for name, value in initial_global_weights(config).items():
+        np.testing.assert_allclose(final[f"model/{name}"], value + 2.0, atol=1e-5)
+
+
+def _wait_until(condition, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

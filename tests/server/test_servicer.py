@@ -230,3 +230,32 @@ def test_upload_allows_one_stream_per_domain():
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "already has an upload in progress" in caught.value.details()
     assert result.received_bytes == 32
+
+
+def test_servicer_counts_rejections_and_bytes(served):
+    federation, stub = served
+    _publish(federation)
+    registry = federation.metrics.registry
+
+    with pytest.raises(grpc.RpcError):
+        stub.GetTask(pb.GetTaskRequest(domain="a", run_id="other"))
+    with pytest.raises(grpc.RpcError):
+        stub.Join(
+            pb.JoinRequest(domain="x", protocol_version=PROTOCOL_VERSION, stats=STATS)
+        )
+    assemble_tensor_chunks(
+        stub.Download(pb.DownloadRequest(domain="a", run_id="run", task_id="train-1"))
+    )
+    payload = np.arange(4, dtype="<f8").tobytes()
+    stub.Upload(_upload_messages(payload))
+
+    rejected = "fedcdr_rejected_requests_total"
+    assert registry.get_sample_value(rejected, {"code": "INVALID_ARGUMENT"}) == 1
+    assert registry.get_sample_value(rejected, {"code": "PERMISSION_DENIED"}) == 1
+    assert (
+        registry.get_sample_value("fedcdr_sent_bytes_total", {"rpc": "Download"})
+        == 300_000 * 4
+    )
+    assert registry.get_sample_value(
+        "fedcdr_received_bytes_total", {"rpc": "Upload"}
+    ) == len(payload)
