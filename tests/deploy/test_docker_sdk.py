@@ -175,7 +175,7 @@ def test_round_completes_without_killed_client(sdk_run: dict) -> None:
     # Killed during round killed_at: it misses that round, or the next one
     # when its upload to killed_at was already in.
     assert dropped_round in (sdk_run["killed_at"], sdk_run["killed_at"] + 1)
-    assert f"round={dropped_round} finished" in log
+    assert f"round={dropped_round} committed" in log
     assert sorted(accepted) == sorted(set(DOMAINS) - {KILLED})
 
 

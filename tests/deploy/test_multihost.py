@@ -217,7 +217,7 @@ def test_link_down_drops_client_for_one_round(run_with_cut: dict) -> None:
     # The link went down while round cut_round ran. If the client had already
     # uploaded to that round, the next round is the one it misses.
     assert dropped_round in (cut_round, cut_round + 1)
-    assert f"round={dropped_round} finished" in log
+    assert f"round={dropped_round} committed" in log
     dropped_lines = re.findall(rf"dropped domains \[[^]]*'{CUT_DOMAIN}'", log)
     assert len(dropped_lines) == 1, dropped_lines
 
