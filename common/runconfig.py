@@ -38,7 +38,7 @@ def run_config_from_proto(message: pb.RunConfig) -> tuple[ModelConfig, TrainConf
 
 
 def secagg_config_to_proto(secagg: SecAggConfig) -> pb.SecAggConfig:
-    """Return the SecAggConfig message that tells clients how to aggregate."""
+    """Return the SecAggConfig message that sets how clients aggregate."""
     return pb.SecAggConfig(
         enabled=secagg.enabled,
         mode=secagg.mode,

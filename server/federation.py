@@ -565,7 +565,7 @@ class Federation:
         stage, acted = session.stage, session.acted()
         closing = self._clock()
         # NOTE: closing the unmask stage rebuilds and removes the masks under
-        # the lock, so RPCs wait for it; that took about 1 s of CPU for 500
+        # the lock, so RPCs wait for it. That took about 1 s of CPU for 500
         # SecAgg+ clients in the benchmark.
         session.close_stage(task.task_id)
         now = self._clock()

@@ -45,10 +45,9 @@ AggregatorFactory = Callable[[int], Aggregator]
 def automatic_clip(config: CoordinatorConfig, max_sequences: int) -> float:
     """Return the default clipping bound of a model-delta value for one round.
 
-    AdamW moves a parameter by about the learning rate per step (more only
-    while its gradient's sign keeps changing little and its scale jumps), so
-    the bound is the learning rate times the local steps of the largest
-    domain in one round.
+    AdamW moves a parameter by about the learning rate per step, and more
+    only when a gradient's scale jumps. The bound is therefore the learning
+    rate times the local steps of the largest domain in one round.
 
     NOTE: this is an estimate of Adam's step size, not a proven bound; the
     coordinator logs the clipped fraction of every round so that a run whose

@@ -9,7 +9,7 @@ stretch is mapped into the ring before masking:
   clips x to [-bound, bound], rounds it stochastically to Q levels and sends
   q * w. The ring sum T = sum_u w_u q_u with the summed weight W gives back
   sum_u w_u x_u = T * step - W * bound, with step = 2 bound / (Q - 1).
-- an INTEGER stretch holds weights or counts, sent as they are.
+- an INTEGER stretch contains weights or counts, sent as they are.
 
 The masked vector has one more element after the layout: the number of values
 the client clipped, so the coordinator learns only the total.

@@ -83,7 +83,7 @@ def _start_client(root: Path, domain: str, address: str, hold: str | None):
 
 
 def _supervise(root, coordinator, clients, address, timeout_s=900):
-    """Kill each victim once it holds at its step, and restart it without a
+    """Kill each victim once it waits at its step, and restart it without a
     hold once the others reach the round's last step, so that it cannot come
     back into the same aggregation with fresh keys."""
     killed = {}

@@ -209,7 +209,7 @@ def test_masked_input_looks_uniform():
         # The plain vector's float64 bytes appear nowhere in the upload.
         assert plain.astype("<f8").tobytes()[:64] not in payload
 
-        # Each of 16 equal bins of the uint32 range holds about 1/16 of the words.
+        # Each of 16 equal bins of the uint32 range contains about 1/16 of the words.
         counts = np.bincount(words >> 28, minlength=16)
         expected = words.size / 16
         chi_square = float(((counts - expected) ** 2 / expected).sum())

@@ -22,7 +22,7 @@ from server.secagg import SecAggSession, SessionSettings, Stage
 
 RUN_ID = "run"
 
-# Stage after which a client stops answering, as the harness counts them.
+# Stages in which a harness client can stop acting, in protocol order.
 DROP_STAGES = (
     Stage.ADVERTISE_KEYS,
     Stage.SHARE_KEYS,
