@@ -274,6 +274,9 @@ def train_local_codebook(
 # Embedding cache
 
 
+_KEY_BYTES = 32
+
+
 def _text_key(model_name: str, text: str) -> bytes:
     return hashlib.sha256(f"{model_name}\0{text}".encode()).digest()
 
@@ -310,7 +313,9 @@ def _load_cache(path: Path) -> tuple[list[bytes], NDArray[np.float32]]:
             embeddings.shape,
         )
         return empty
-    return [bytes(key) for key in keys], embeddings.astype(np.float32, copy=False)
+    # numpy drops trailing NUL bytes of "S32" items, so pad each digest back.
+    digests = [bytes(key).ljust(_KEY_BYTES, b"\0") for key in keys]
+    return digests, embeddings.astype(np.float32, copy=False)
 
 
 def _merge(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,6 +123,25 @@ def test_embed_items_encodes_only_new_text(
         counting.shared.encode(["a blue notebook", "a film about war", "a red pen"]),
         atol=1e-6,
     )
+
+
+def test_embed_items_caches_digest_ending_in_nul(
+    counting: type[CountingEncoder], tmp_path: Path
+) -> None:
+    # numpy strips trailing NUL bytes from "S32" arrays, which once made such
+    # texts miss the cache on every call.
+    name = counting.MODEL_NAME
+    text = next(
+        f"item {i}"
+        for i in range(10_000)
+        if hashlib.sha256(f"{name}\0item {i}".encode()).digest()[-1] == 0
+    )
+    itemcodes.embed_items([text], tmp_path, counting)
+    counting.encoded = []
+
+    itemcodes.embed_items([text], tmp_path, counting)
+
+    assert counting.encoded == []
 
 
 def test_embed_items_rebuilds_corrupt_cache(
