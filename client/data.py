@@ -22,6 +22,7 @@ __all__ = [
     "describe_domain",
     "find_domain_files",
     "load_domain",
+    "read_item_texts",
     "read_table",
     "split_leave_one_out",
 ]
@@ -209,6 +210,23 @@ def load_domain(folder: Path, max_seq_len: int = 50, min_core: int = 5) -> Domai
         len(items),
     )
     return data
+
+
+def read_item_texts(folder: Path) -> dict[str, str]:
+    """Read every item of a domain's item file, with no filtering, in file order.
+
+    Unlike ``load_domain`` this keeps items without interactions, such as items
+    added to the catalogue after training. Texts are built as in ``load_domain``
+    and may be empty when all text cells of a row are empty.
+
+    Raises
+    ------
+    DataError
+        For a missing or invalid item file, see ``find_domain_files``.
+    """
+    _, item_file = find_domain_files(Path(folder))
+    texts, _ = _read_items(item_file)
+    return texts
 
 
 def describe_domain(data: DomainData) -> str:

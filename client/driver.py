@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
 from client.secagg import Identity, RefusalError, load_identity
 from client.session import (
+    ITEM_IDS_KEY,
     MODEL_FILE,
     DomainModel,
     Evaluation,
@@ -231,7 +233,11 @@ class DomainClient:
         self, state: DomainModel, result: Evaluation, final: bool
     ) -> None:
         extra = {"codebook.centroids": torch.from_numpy(np.asarray(self.centroids))}
-        metadata = {"domain": self.config.domain, "run_id": self.coordinator.run_id}
+        metadata = {
+            "domain": self.config.domain,
+            "run_id": self.coordinator.run_id,
+            ITEM_IDS_KEY: json.dumps(list(self.inputs.data.item_ids)),
+        }
         state.keep_if_best(result, self.config.work_dir / MODEL_FILE, metadata, extra)
         self.coordinator.report("federated", [result.to_proto()], final=final)
 

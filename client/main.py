@@ -1,8 +1,10 @@
-"""Command line of a domain client: `fedcdr-client run`, `datasets` and `validate`.
+"""Command line of a domain client: `fedcdr-client run`, `datasets`, `validate`,
+`recommend` and `serve`.
 
 Exit codes: 0 the run finished (or the command succeeded), 1 the coordinator
-aborted the run, 2 invalid command line, configuration or data, 3 the
-coordinator rejected this client or could not be reached.
+aborted the run, 2 invalid command line, configuration or data (for `recommend`
+and `serve` also an unknown user or item and a missing or incompatible model
+file), 3 the coordinator rejected this client or could not be reached.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import faiss
 import torch
 
+from client.recommend_cli import add_recommend_commands, run_recommend, run_serve
 from common.cli import add_log_level_argument, configure_logging
 from common.config import ClientConfig, ConfigError, load_toml
 from common.envconfig import CLIENT_VARIABLES, environment_overrides
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "data_dir", type=Path, help="folder with <name>.inter and .item"
     )
+    add_recommend_commands(commands)
     return parser
 
 
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return _datasets(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "recommend":
+            return run_recommend(args)
+        if args.command == "serve":
+            return run_serve(args)
         return _run(args)
     except (ConfigError, DataError, OSError, ValueError) as error:
         # Invalid configuration, data, certificates or paths: the message names the problem.

@@ -32,6 +32,9 @@ from common.pb import federation_pb2 as pb
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
+# Metadata key of the JSON list of external item ids, in the model's item order
+# (internal item i is entry i - 1), so recommendations can name the items.
+ITEM_IDS_KEY = "item_ids"
 
 
 def domain_seed(run_seed: int, domain: str, client_seed: int = 0) -> int:

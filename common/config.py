@@ -364,6 +364,24 @@ class CoordinatorConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """The recommendation service that `fedcdr-client serve` runs for its domain.
+
+    ``tls`` is the service's own server certificate and key, and the CA whose
+    client certificates it accepts. The domain certificate of ``[tls]`` cannot
+    serve, because it is a client certificate. ``workers`` is the number of requests
+    handled at once.
+    """
+
+    listen: str = "127.0.0.1:50061"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    workers: int = 4
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "workers")
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     """Configuration of one domain's client process."""
 
@@ -377,6 +395,7 @@ class ClientConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     rpc_timeout_s: float = 60.0
     connect_timeout_s: float = 300.0
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         check_domain_name(self.domain)

@@ -476,6 +476,25 @@ class SequenceRecommender(nn.Module):
         """
         return self._scores(representation, self._item_vectors())
 
+    def score_items(self, representation: Tensor, item_vectors: Tensor) -> Tensor:
+        """Score representations against given item vectors, as ``scores`` does.
+
+        For ranking a catalogue other than ``item_codes``, such as one with items
+        added after training, whose vectors come from ``global_part.item_vectors``.
+
+        Parameters
+        ----------
+        representation : Tensor, shape [..., H]
+        item_vectors : Tensor, shape [N' + 1, H]
+            Row 0 is padding.
+
+        Returns
+        -------
+        Tensor, shape [..., N' + 1]
+            Column 0 (padding) is -inf.
+        """
+        return self._scores(representation, item_vectors)
+
     def loss(self, items: Tensor, targets: Tensor) -> Tensor:
         """Compute the full-softmax cross entropy of next-item prediction.
 

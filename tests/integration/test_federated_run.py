@@ -254,6 +254,27 @@ def test_client_saves_its_best_model(federated_run):
         ).exists()
 
 
+def test_recommend_from_saved_model(federated_run):
+    domain = DOMAINS[0]
+    config = federated_run["root"] / "clients" / domain / "client.toml"
+
+    result = subprocess.run(
+        [BIN / "fedcdr-client", "recommend", "--config", config]
+        + ["--user", f"{domain}-u0", "-k", "5", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    items = [item["item_id"] for item in printed["items"]]
+    assert printed["domain"] == domain
+    assert len(items) == 5
+    assert all(item.startswith(f"{domain}-i") for item in items)
+    assert not set(items) & set(printed["history"])
+
+
 def test_coordinator_never_reads_domain_data(federated_run):
     data_root = str(federated_run["data"])
     opened = federated_run["audit_log"].read_text().splitlines()
