@@ -6,30 +6,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.docs_section import replace_section
 from bench.secagg_mask import REFERENCE_CHUNK_WORDS
 from common.secagg.prg import FUSED_CHUNK_WORDS
 
 HEADING = "## Secure aggregation"
-DOCS_TITLE = (
-    "# Benchmarks\n\n"
-    "Each section is written by the benchmark it names and gives the command, "
-    "the machine and the date of its figures.\n"
-)
 
 
 def write_section(path: Path, results: dict[str, Any]) -> None:
     """Replace the section under HEADING in ``path``, or append it, keeping the rest."""
-    section = render(results)
-    text = path.read_text() if path.exists() else DOCS_TITLE
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        rest = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    replace_section(path, HEADING, render(results))
 
 
 def _rate(words_per_s: float) -> str:
