@@ -1,6 +1,7 @@
 """Recommendations from a saved domain model: ranking, new items, errors and the CLI."""
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -13,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from client.data import load_domain
+from client.data import load_domain, split_leave_one_out
 from client.inference import ModelFileError
 from client.itemcodes import assign_codes, embed_items
 from client.main import EXIT_USAGE, main
@@ -23,7 +24,13 @@ from client.recommend import (
     UnknownUserError,
     open_recommender,
 )
-from client.session import load_saved_model
+from client.session import (
+    ITEM_IDS_KEY,
+    DomainModel,
+    item_code_table,
+    load_saved_model,
+)
+from common.config import TrainConfig
 from tests.support.tinymodel import CONFIG, N_ITEMS, TinyDomain
 
 
@@ -196,6 +203,46 @@ def test_model_for_other_domain_rejected(tiny_domain, tmp_path):
     save_file(tensors, str(path), metadata=metadata)
 
     with pytest.raises(ModelFileError, match="trained for domain 'books'"):
+        _open(tiny_domain, path)
+
+
+def test_model_without_item_ids_uses_data(tiny_domain, recommender, tmp_path):
+    tensors = load_file(str(tiny_domain.model_file))
+    with safe_open(str(tiny_domain.model_file), "pt") as handle:
+        metadata = dict(handle.metadata())
+    del metadata[ITEM_IDS_KEY]
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+
+    result = _open(tiny_domain, path).for_user("u6", 5)
+
+    assert result == recommender.for_user("u6", 5)
+
+
+def test_model_with_other_item_count_rejected(tiny_domain, tmp_path):
+    tensors = load_file(str(tiny_domain.model_file))
+    with safe_open(str(tiny_domain.model_file), "pt") as handle:
+        metadata = {**handle.metadata(), ITEM_IDS_KEY: json.dumps(["101", "102"])}
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+
+    with pytest.raises(ModelFileError, match="has 20 items, but its 'item_ids'"):
+        _open(tiny_domain, path)
+
+
+def test_model_for_other_encoder_rejected(tiny_domain, tmp_path):
+    config = dataclasses.replace(CONFIG, text_dim=8)
+    data = load_domain(tiny_domain.data_dir)
+    rng = np.random.default_rng(2)
+    centroids = rng.standard_normal((4, 8, 2)).astype(np.float32)
+    codes = item_code_table(rng.standard_normal((N_ITEMS, 8)), centroids)
+    state = DomainModel(config, TrainConfig(), split_leave_one_out(data), codes, 0)
+    path = tmp_path / "m.safetensors"
+    metadata = {"domain": "shop", ITEM_IDS_KEY: json.dumps(data.item_ids)}
+    extra = {"codebook.centroids": torch.from_numpy(centroids)}
+    state.keep_if_best(state.evaluate(0), path, metadata, extra)
+
+    with pytest.raises(ModelFileError, match="expects 8-dimensional item embeddings"):
         _open(tiny_domain, path)
 
 
