@@ -3,7 +3,9 @@
 Every party is a separate OS process on loopback with mutual TLS. The script
 builds the domain folders and certificates, writes one config per process,
 starts them, waits, and prints the coordinator's table of federated versus
-local-only test metrics. Logs go to <out>/logs/.
+local-only test metrics. It ends with `fedcdr-client recommend` for the first
+user of the first domain, from that domain's saved model. Logs go to
+<out>/logs/.
 """
 
 from __future__ import annotations
@@ -75,6 +77,26 @@ def wait_for_file(path: Path, process: subprocess.Popen, timeout_s: float) -> st
             raise SystemExit(f"the coordinator exited with code {process.returncode}")
         time.sleep(0.2)
     raise SystemExit(f"the coordinator did not start within {timeout_s:g} s")
+
+
+def recommend_for_demo_user(out: Path, domain: str) -> str:
+    """Run `fedcdr-client recommend` for the domain's first user and return its table."""
+    from client.data import load_domain
+
+    user = load_domain(out / "data" / domain).user_ids[0]
+    return run_step(
+        f"recommending 5 {domain} items for user {user}",
+        [
+            str(BIN / "fedcdr-client"),
+            "recommend",
+            "--config",
+            str(out / "clients" / domain / "client.toml"),
+            "--user",
+            user,
+            "-k",
+            "5",
+        ],
+    )
 
 
 def main() -> int:
@@ -179,7 +201,9 @@ def main() -> int:
     print(f"\nTest metrics at each model's best validation round ({args.dataset}):")
     print(table, end="")
     print(f"\nwrote metrics.json, history.json and validation_ndcg.png to {out}")
-    print(f"demo finished in {time.monotonic() - started:.0f} s")
+    print()
+    print(recommend_for_demo_user(out, domains[0]), end="")
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     return 0
 
 
