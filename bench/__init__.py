@@ -1,2 +1,3 @@
-"""Benchmarks of fedcdr: secure aggregation, recommendation quality and training
-speed. Each writes bench/results/ and its section of docs/benchmarks.md."""
+"""Benchmarks of fedcdr: secure aggregation, recommendation quality, training
+speed and recommendation serving. Each writes bench/results/ and its section of
+docs/benchmarks.md."""
