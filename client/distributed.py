@@ -47,7 +47,7 @@ from common.model import SequenceRecommender
 
 logger = logging.getLogger(__name__)
 
-COMMAND_PREFIX = "fedcdr/command/"
+COMMAND_PREFIX = "command/"
 
 
 class DistributedError(RuntimeError):
@@ -164,7 +164,14 @@ def join_ranks(
     """
     settings = config.distributed
     timeout = timedelta(seconds=settings.timeout_s)
-    store, rank, world_size = next(dist.rendezvous(init_method, timeout=timeout))
+    try:
+        store, rank, world_size = next(dist.rendezvous(init_method, timeout=timeout))
+    except RuntimeError as error:
+        raise DistributedError(
+            f"could not reach the rendezvous store of {init_method} within "
+            f"distributed.timeout_s = {settings.timeout_s} s: {error}; check "
+            "MASTER_ADDR and MASTER_PORT and that torchrun runs on the rendezvous host"
+        ) from None
     sequences = sum(1 for sequence in split.train if len(sequence) >= 2)
     if world_size > sequences:
         raise DistributedError(
@@ -172,13 +179,21 @@ def join_ranks(
             f"{config.domain!r} has only {sequences} training sequences, so some "
             f"ranks would never train; start at most {sequences} ranks"
         )
-    dist.init_process_group(
-        settings.backend,
-        store=store,
-        rank=rank,
-        world_size=world_size,
-        timeout=timeout,
-    )
+    try:
+        dist.init_process_group(
+            settings.backend,
+            store=store,
+            rank=rank,
+            world_size=world_size,
+            timeout=timeout,
+        )
+    except RuntimeError as error:
+        raise DistributedError(
+            f"rank {rank} of {world_size} could not connect to the other ranks "
+            f"within distributed.timeout_s = {settings.timeout_s} s: {error}; "
+            "start every rank, and set GLOO_SOCKET_IFNAME to an interface that "
+            "the ranks reach each other on"
+        ) from None
     group = RankGroup(rank, world_size, dist.PrefixStore("fedcdr", store), settings)
     records = _all_gather_json(group, _agreement_record(config, split))
     _check_agreement(records)
@@ -441,6 +456,11 @@ def serve_rank(group: RankGroup, split: Split) -> None:
             model = _build_from_command(group, split, command)
         elif kind == "train" and model is not None:
             model.train_round()
+            logger.info(
+                "rank=%d trained its rows of a round, train_loss=%.4f",
+                group.rank,
+                model.last_train_loss,
+            )
         else:
             raise DistributedError(
                 f"rank {group.rank} received command {kind!r} out of order; start "

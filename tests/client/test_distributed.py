@@ -104,7 +104,9 @@ def test_join_rejects_more_ranks_than_users(tmp_path):
     assert "start at most 1 ranks" in message
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP])
+@pytest.mark.parametrize(
+    "fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"]
+)
 def test_rank_zero_fails_when_rank_one_stops(tmp_path, fault):
     processes = _start_ranks(tmp_path, "hold")
     try:
