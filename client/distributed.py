@@ -88,7 +88,7 @@ class RankGroup:
     """This process's place among the ranks of one domain client.
 
     ``store`` is the rendezvous store, through which rank 0 sends commands, so
-    that sending never waits on another rank. Tensors travel through the
+    that sending a command does not wait for the other ranks to receive it. Tensors travel through the
     default gloo process group, whose collectives time out after
     ``config.timeout_s``.
     """
@@ -132,12 +132,12 @@ class RankGroup:
         except RuntimeError as error:
             logger.warning("could not tell the other ranks to stop: %s", error)
 
-    def broadcast(self, tensor: Tensor, what: str) -> None:
+    def broadcast(self, tensor: Tensor, description: str) -> None:
         """Overwrite ``tensor`` with rank 0's values, or raise DistributedError."""
         try:
             dist.broadcast(tensor, src=0)
         except RuntimeError as error:
-            raise self.collective_error(f"broadcasting {what}", error) from None
+            raise self.collective_error(f"broadcasting {description}", error) from None
 
     def collective_error(self, action: str, error: Exception) -> DistributedError:
         return DistributedError(
@@ -263,12 +263,13 @@ class _GlobalLoss(nn.Module):
 
     DistributedDataParallel then averages the gradients of the global part
     alone. The local prompt is inactive during federated rounds, so it has no
-    gradients to average, and the ``item_codes`` buffer is never sent.
+    gradients to average, and the ``item_codes`` buffer is not part of it.
     """
 
     def __init__(self, model: SequenceRecommender) -> None:
         super().__init__()
         self.global_part = model.global_part
+        # Held in a list, so that nn.Module does not register the whole model.
         self._model = [model]
 
     def forward(self, items: Tensor, targets: Tensor) -> Tensor:
@@ -287,9 +288,8 @@ class ShardedLoss:
     def __init__(self, model: SequenceRecommender, group: RankGroup) -> None:
         self.group = group
         try:
-            self.ddp = DistributedDataParallel(
-                _GlobalLoss(model), broadcast_buffers=False
-            )
+            # The wrapped module has no buffers, so DDP syncs none.
+            self.ddp = DistributedDataParallel(_GlobalLoss(model))
         except RuntimeError as error:
             raise group.collective_error("building the model", error) from None
 
@@ -405,6 +405,8 @@ class DistributedDomainClient(DomainClient):
         )
 
     def _finish(self, task: Any) -> None:
+        # NOTE: evaluation, prompt tuning and the local-only baseline run on
+        # rank 0 alone, so they take as long as in a single-process client.
         self.group.stop("the federated rounds are over")
         super()._finish(task)
 
