@@ -10,10 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed as dist
 
-from client.distributed import DistributedError, join_ranks, ranks_from_environment
-from common.model import GlobalEncoder
+from client.distributed import (
+    DistributedError,
+    RankGroup,
+    join_ranks,
+    ranks_from_environment,
+)
 from common.config import ConfigError, DistributedConfig
+from common.model import GlobalEncoder
 from tests.support import ranks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,3 +167,37 @@ def test_distributed_config_rejects_nccl():
 def test_distributed_config_rejects_zero_timeout():
     with pytest.raises(ConfigError, match="distributed.timeout_s must be positive"):
         DistributedConfig(timeout_s=0)
+
+
+def test_receive_command_times_out(tmp_path):
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    config = DistributedConfig(idle_timeout_s=0.5)
+    group = RankGroup(rank=1, world_size=2, store=store, config=config)
+
+    started = time.monotonic()
+    with pytest.raises(DistributedError) as caught:
+        group.receive_command()
+
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "rank 1 received no command from rank 0" in message
+    assert "distributed.idle_timeout_s = 0.5 s" in message
+
+
+def test_commands_arrive_in_order(tmp_path):
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    config = DistributedConfig(idle_timeout_s=5)
+    sender = RankGroup(rank=0, world_size=2, store=store, config=config)
+    receiver = RankGroup(rank=1, world_size=2, store=store, config=config)
+
+    sender.send_command({"command": "train"})
+    sender.stop("done")
+    sender.stop("ignored, because the group is stopped")
+
+    assert receiver.receive_command() == {"command": "train"}
+    assert receiver.receive_command() == {
+        "command": "stop",
+        "reason": "done",
+        "failed": False,
+    }
+    assert sender.sent == 2
