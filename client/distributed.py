@@ -44,6 +44,7 @@ from common.config import (
     TrainConfig,
 )
 from common.model import SequenceRecommender
+from common.pb import federation_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ class DistributedDomainClient(DomainClient):
             self.config.prompt,
         )
 
-    def _finish(self, task: Any) -> None:
+    def _finish(self, task: pb.GetTaskResponse) -> None:
         # NOTE: evaluation, prompt tuning and the local-only baseline run on
         # rank 0 alone, so they take as long as in a single-process client.
         self.group.stop("the federated rounds are over")
