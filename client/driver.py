@@ -202,19 +202,23 @@ class DomainClient:
         """Download the task's global state into the domain model, building it once."""
         arrays = self.coordinator.download(task.task_id)
         if self.state is None:
-            model_config, train_config = self._configs()
             self.centroids = arrays["centroids"]
             codes = item_code_table(self.inputs.embeddings, self.centroids)
-            self.state = DomainModel(
-                model_config,
-                train_config,
-                self.inputs.split,
-                codes,
-                self.seed,
-                self.config.prompt,
-            )
+            self.state = self._build_model(codes)
         self.state.load_global(arrays)
         return self.state
+
+    def _build_model(self, item_codes: torch.Tensor) -> DomainModel:
+        """Build the domain model; client.distributed overrides it."""
+        model_config, train_config = self._configs()
+        return DomainModel(
+            model_config,
+            train_config,
+            self.inputs.split,
+            item_codes,
+            self.seed,
+            self.config.prompt,
+        )
 
     def _evaluate_and_report(
         self, state: DomainModel, round_index: int, final: bool

@@ -4,7 +4,8 @@
 Exit codes: 0 the run finished (or the command succeeded), 1 the coordinator
 aborted the run, 2 invalid command line, configuration or data (for `recommend`
 and `serve` also an unknown user or item and a missing or incompatible model
-file), 3 the coordinator rejected this client or could not be reached.
+file), 3 the coordinator rejected this client or could not be reached, 4 another
+rank of a client started by torchrun failed, timed out or disagrees with this one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import torch
@@ -24,12 +25,16 @@ from common.cli import add_log_level_argument, configure_logging
 from common.config import ClientConfig, ConfigError, load_toml
 from common.envconfig import CLIENT_VARIABLES, environment_overrides
 
+if TYPE_CHECKING:
+    from client.data import DomainData
+
 logger = logging.getLogger("client")
 
 EXIT_OK = 0
 EXIT_ABORTED = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
+EXIT_RANKS = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     from client.connection import RejectedError, UnreachableError
     from client.data import DataError
+    from client.distributed import DistributedError
     from client.driver import RunAbortedError
 
     try:
@@ -107,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunAbortedError as error:
         logger.error("the coordinator aborted the run: %s", error)
         return EXIT_ABORTED
+    except DistributedError as error:
+        logger.error("%s", error)
+        return EXIT_RANKS
 
 
 def _datasets(args: argparse.Namespace) -> int:
@@ -141,15 +150,34 @@ def _load_config(args: argparse.Namespace) -> ClientConfig:
 
 def _run(args: argparse.Namespace) -> int:
     from client.connection import CoordinatorClient, open_channel
-    from client.data import load_domain, split_leave_one_out
+    from client.data import split_leave_one_out
     from client.driver import DomainClient, DomainInputs
     from client.itemcodes import embed_items
 
     config = _load_config(args)
     torch.set_num_threads(config.threads)
     faiss.omp_set_num_threads(config.threads)
+    rank, world_size = _ranks()
+    if world_size > 1:
+        return _run_ranks(config, rank)
+
     # Opening the channel reads and checks the TLS files before any slow work.
     channel = open_channel(config)
+    data = _load_named_domain(config)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    embeddings = embed_items(data.item_texts, config.work_dir / "cache")
+    inputs = DomainInputs(
+        data=data, split=split_leave_one_out(data), embeddings=embeddings
+    )
+    with channel:
+        DomainClient(config, CoordinatorClient(config, channel), inputs).run()
+    return EXIT_OK
+
+
+def _load_named_domain(config: ClientConfig) -> DomainData:
+    """Load the data folder, check it against the config and log its size."""
+    from client.data import load_domain
+
     data = load_domain(config.data_dir)
     if data.name != config.domain:
         raise ConfigError(
@@ -158,11 +186,6 @@ def _run(args: argparse.Namespace) -> int:
         )
     if config.work_dir.exists() and not config.work_dir.is_dir():
         raise ConfigError(f"work_dir {config.work_dir} is a file; set it to a folder")
-    config.work_dir.mkdir(parents=True, exist_ok=True)
-    embeddings = embed_items(data.item_texts, config.work_dir / "cache")
-    inputs = DomainInputs(
-        data=data, split=split_leave_one_out(data), embeddings=embeddings
-    )
     logger.info(
         "domain=%s users=%d items=%d interactions=%d",
         data.name,
@@ -170,10 +193,49 @@ def _run(args: argparse.Namespace) -> int:
         data.n_items,
         data.n_interactions,
     )
+    return data
 
-    with channel:
-        DomainClient(config, CoordinatorClient(config, channel), inputs).run()
-    return EXIT_OK
+
+# Scale-out of one domain with torchrun: rank 0 is the client, the other ranks
+# only train; see client/distributed.py.
+
+
+def _ranks() -> tuple[int, int]:
+    from client.distributed import ranks_from_environment
+
+    return ranks_from_environment()
+
+
+def _run_ranks(config: ClientConfig, rank: int) -> int:
+    from client.connection import CoordinatorClient, open_channel
+    from client.data import split_leave_one_out
+    from client.distributed import (
+        DistributedDomainClient,
+        join_ranks,
+        leave_ranks,
+        serve_rank,
+    )
+    from client.driver import DomainInputs
+    from client.itemcodes import embed_items
+
+    # Only rank 0 needs the certificates and the coordinator's address.
+    channel = open_channel(config) if rank == 0 else None
+    data = _load_named_domain(config)
+    split = split_leave_one_out(data)
+    try:
+        group = join_ranks(config, split)
+        if channel is None:
+            serve_rank(group, split)
+            return EXIT_OK
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        embeddings = embed_items(data.item_texts, config.work_dir / "cache")
+        inputs = DomainInputs(data=data, split=split, embeddings=embeddings)
+        with channel:
+            coordinator = CoordinatorClient(config, channel)
+            DistributedDomainClient(group, config, coordinator, inputs).run()
+        return EXIT_OK
+    finally:
+        leave_ranks()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 from client.data import Split
 from client.itemcodes import assign_codes
-from client.train import evaluate, make_optimizer, train_epochs
+from client.train import BatchShareLoss, evaluate, make_optimizer, train_epochs
 from common.atomic import write_bytes_atomic
 from common.config import ModelConfig, PromptConfig, TrainConfig
 from common.model import (
@@ -105,6 +105,8 @@ class DomainModel:
         self.generator = torch.Generator().manual_seed(seed)
         self.names = global_parameter_names(model_config)
         self.last_train_loss = float("nan")
+        # Set by client.distributed when several processes train each round.
+        self.share_loss: BatchShareLoss | None = None
         self.best: Evaluation | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -135,6 +137,7 @@ class DomainModel:
             self.optimizer,
             self.train_config.local_epochs,
             self.generator,
+            share_loss=self.share_loss,
         )
         after = global_state_dict(self.model)
         weight = float(len(self.split.train))

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,27 @@ def make_batches(
         yield _pad_right(inputs), _pad_right(targets)
 
 
+class BatchShareLoss(Protocol):
+    """Loss of this process's share of each batch, for data-parallel training.
+
+    ``client.distributed.ShardedLoss`` implements it. ``train_epochs`` calls it
+    in place of ``model.loss`` with the whole batch, and every process receives
+    the same batches in the same order.
+    """
+
+    def __call__(self, items: Tensor, targets: Tensor) -> Tensor:
+        """Return the loss to backpropagate for this process's rows of the batch."""
+        ...
+
+    def epoch_mean(self, total_loss: float, total_targets: int) -> float:
+        """Return the epoch's mean loss per position over all processes.
+
+        ``total_loss`` sums ``float(loss) * positions`` over the epoch's batches,
+        where ``positions`` counts the nonzero targets of the whole batch.
+        """
+        ...
+
+
 def train_epochs(
     model: SequenceRecommender,
     sequences: Sequence[Sequence[int]],
@@ -106,6 +128,7 @@ def train_epochs(
     generator: torch.Generator,
     *,
     max_grad_norm: float | None = None,
+    share_loss: BatchShareLoss | None = None,
 ) -> float:
     """Train ``model`` for ``epochs`` passes over the domain's sequences.
 
@@ -118,6 +141,9 @@ def train_epochs(
     max_grad_norm : float, optional
         When given, the gradient norm over all parameters is clipped to this value
         before each step. The default None does not clip.
+    share_loss : BatchShareLoss, optional
+        When given, this process trains only its share of each batch, as one of
+        several data-parallel processes. The default None trains on every row.
 
     Returns
     -------
@@ -147,7 +173,10 @@ def train_epochs(
             items = items.to(device)
             targets = targets.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(items, targets)
+            if share_loss is None:
+                loss = model.loss(items, targets)
+            else:
+                loss = share_loss(items, targets)
             loss.backward()
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -164,7 +193,10 @@ def train_epochs(
                 "sequences has no sequence with 2 or more items, so there is nothing "
                 "to train on"
             )
-        epoch_loss = total_loss / total_targets
+        if share_loss is None:
+            epoch_loss = total_loss / total_targets
+        else:
+            epoch_loss = share_loss.epoch_mean(total_loss, total_targets)
         logger.debug(
             "epoch=%d loss=%.4f positions=%d seconds=%.2f",
             epoch,

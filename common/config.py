@@ -363,6 +363,37 @@ class CoordinatorConfig:
                 raise ConfigError(str(error)) from None
 
 
+DISTRIBUTED_BACKENDS = ("gloo",)
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel local training of one domain across several processes.
+
+    Used only when the client is started by ``torchrun`` (``WORLD_SIZE`` > 1).
+    ``timeout_s`` bounds each collective operation between the processes, so a
+    dead or hung process fails the others after at most that long.
+    ``idle_timeout_s`` bounds how long ranks other than 0 wait for rank 0's next
+    command while rank 0 waits for the coordinator.
+    """
+
+    backend: str = "gloo"
+    timeout_s: float = 300.0
+    idle_timeout_s: float = 7200.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in DISTRIBUTED_BACKENDS:
+            raise ConfigError(
+                f"distributed.backend must be one of {list(DISTRIBUTED_BACKENDS)}, "
+                f"got {self.backend!r}; the client trains on CPU, so use 'gloo'"
+            )
+        for name in ("timeout_s", "idle_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(
+                    f"distributed.{name} must be positive, got {getattr(self, name)}"
+                )
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """The recommendation service that `fedcdr-client serve` runs for its domain.
@@ -396,6 +427,7 @@ class ClientConfig:
     rpc_timeout_s: float = 60.0
     connect_timeout_s: float = 300.0
     serve: ServeConfig = field(default_factory=ServeConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         check_domain_name(self.domain)
