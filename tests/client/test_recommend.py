@@ -314,6 +314,10 @@ def test_cli_exports_all_users(tiny_domain, recommender, tmp_path, suffix):
     expected = recommender.for_user("u12", 3)
     exported = [row for row in rows if row[0] == "u12"]
     assert [row[2] for row in exported] == [i.item_id for i in expected.items]
-    assert [row[3] for row in exported] == [i.score for i in expected.items]
+    # Scoring 7 users in one batch may round differently from scoring one user,
+    # and the CLI sets its own thread count, so scores match to float32 precision.
+    assert [row[3] for row in exported] == pytest.approx(
+        [i.score for i in expected.items], rel=1e-5
+    )
     assert [row[1] for row in exported] == [1, 2, 3]
     assert not out.with_name(out.name + ".partial").exists()
