@@ -13,6 +13,7 @@ from client.baseline import train_local_only
 from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
+from client.privacy import DomainPrivacy
 from client.secagg import Identity, RefusalError, load_identity
 from client.session import (
     MODEL_FILE,
@@ -23,9 +24,14 @@ from client.session import (
     item_code_table,
 )
 from common import pq
-from common.config import ClientConfig, ModelConfig, TrainConfig
+from common.accounting import PrivacySettingError
+from common.config import ClientConfig, ModelConfig, PrivacyConfig, TrainConfig
 from common.pb import federation_pb2 as pb
-from common.runconfig import PROTOCOL_VERSION, run_config_from_proto
+from common.runconfig import (
+    PROTOCOL_VERSION,
+    privacy_config_from_proto,
+    run_config_from_proto,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ class DomainClient:
         self.state: DomainModel | None = None
         self.centroids: np.ndarray | None = None
         self.secagg = pb.SecAggConfig()
+        self.dp = PrivacyConfig()
         self.identity: Identity | None = load_identity(config.tls)
 
     def run(self) -> None:
@@ -109,6 +116,16 @@ class DomainClient:
         response = self.coordinator.join(stats, PROTOCOL_VERSION)
         self.model_config, self.train_config = run_config_from_proto(response.config)
         self.secagg = response.secagg
+        self.dp = privacy_config_from_proto(response.dp)
+        if self.dp.enabled:
+            logger.info(
+                "domain=%s trains with user-level DP-SGD (max_grad_norm=%g, "
+                "delta=%g)%s",
+                self.config.domain,
+                self.dp.max_grad_norm,
+                self.dp.delta,
+                " and noises its round updates" if self.dp.aggregate else "",
+            )
         if (
             self.secagg.enabled
             and self.secagg.mode == "active"
@@ -203,16 +220,35 @@ class DomainClient:
             model_config, train_config = self._configs()
             self.centroids = arrays["centroids"]
             codes = item_code_table(self.inputs.embeddings, self.centroids)
-            self.state = DomainModel(
-                model_config,
-                train_config,
-                self.inputs.split,
-                codes,
-                self.seed,
-                self.config.prompt,
-            )
+            try:
+                self.state = DomainModel(
+                    model_config,
+                    train_config,
+                    self.inputs.split,
+                    codes,
+                    self.seed,
+                    self.config.prompt,
+                    self._privacy(),
+                    self.config.domain,
+                )
+            except PrivacySettingError as error:
+                raise RunAbortedError(str(error)) from None
         self.state.load_global(arrays)
         return self.state
+
+    def _privacy(self) -> DomainPrivacy | None:
+        """Return the DP-SGD settings of this domain, None when DP is off.
+
+        The user count is the one sent at join, so the coordinator's
+        accountant derives the same sampling rate and noise multiplier.
+        """
+        if not self.dp.enabled:
+            return None
+        return DomainPrivacy(
+            self.dp,
+            self.inputs.data.n_users,
+            self.dp.aggregate_noise_multiplier,
+        )
 
     def _evaluate_and_report(
         self, state: DomainModel, round_index: int, final: bool
