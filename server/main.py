@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import tls
 from common.atomic import write_text_atomic
+from common.accounting import PrivacySettingError
 from common.certs import create_certificates
 from common.cli import add_log_level_argument, configure_logging
 from common.config import ConfigError, CoordinatorConfig, load_toml
@@ -230,7 +231,7 @@ def _serve(
         print(format_table(summary), flush=True)
     except StopRequestedError:
         code = EXIT_STOPPED
-    except QuorumError:
+    except (QuorumError, PrivacySettingError):
         code = EXIT_ABORTED
     except StoreError:
         raise
