@@ -131,7 +131,7 @@ def test_train_round_changes_only_global_part():
     assert "code_embedding.weight" in changed
 
 
-def test_delta_not_below_one_over_users_stops_training_setup():
+def test_large_delta_is_rejected():
     dp = PrivacyConfig(enabled=True, noise_multiplier=1.0, delta=0.1)
 
     with pytest.raises(PrivacySettingError, match="dp.delta 0.1 is not below"):

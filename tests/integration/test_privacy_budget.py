@@ -57,6 +57,7 @@ def budget_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp")
     for seed, domain in enumerate(DOMAINS):
         _write_domain(root / "data", domain, seed)
+
     (root / "coordinator").mkdir()
     _coordinator_config(root / "coordinator" / "coordinator.toml")
     address_file = root / "coordinator.address"
@@ -75,6 +76,7 @@ def budget_run(tmp_path_factory):
         text=True,
     )
     address = _wait_for(address_file, coordinator, 60)
+
     clients = {}
     for domain in DOMAINS:
         config = root / "clients" / domain / "client.toml"
@@ -92,6 +94,7 @@ def budget_run(tmp_path_factory):
             stderr=subprocess.STDOUT,
             text=True,
         )
+
     logs = {d: p.communicate(timeout=600)[0] for d, p in clients.items()}
     _, coordinator_log = coordinator.communicate(timeout=120)
     return {
