@@ -92,10 +92,13 @@ class PrivateTraining:
         seed = privacy.noise_seed
         if seed is None:
             seed = secrets.randbits(63)
-        self.noise_generator = torch.Generator().manual_seed(seed)
         self.update_noise = np.random.default_rng([seed, 1])
 
         self.parameters = [p for p in model.global_part.parameters() if p.requires_grad]
+        # Opacus draws the noise on each parameter's device with this generator.
+        # NOTE: only the CPU path has run; no GPU was available to test it.
+        device = model.item_codes.device
+        self.noise_generator = torch.Generator(device=device).manual_seed(seed)
         self.optimizer = DPOptimizer(
             torch.optim.AdamW(
                 self.parameters, lr=train.learning_rate, weight_decay=train.weight_decay
@@ -162,9 +165,7 @@ class PrivateTraining:
                     torch.zeros_like(parameter) if grad is None else grad.detach()
                 )
         gradients = [
-            torch.stack(row)
-            if row
-            else torch.zeros((0, *parameter.shape), dtype=parameter.dtype)
+            torch.stack(row) if row else parameter.new_zeros((0, *parameter.shape))
             for row, parameter in zip(rows, self.parameters, strict=True)
         ]
         return gradients, loss_sum, positions
