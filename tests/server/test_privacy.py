@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import sqlite3
 import threading
 
@@ -13,6 +14,7 @@ from common.config import PrivacyConfig, SecAggConfig
 from common.pb import federation_pb2 as pb
 from server import store as runstore
 from server.federation import Federation
+from server.main import EXIT_USAGE, main
 from server.privacy import PrivacyLedger
 from server.rounds import RoundLoop
 from server.store import RunStore
@@ -189,3 +191,20 @@ def test_commit_stores_privacy_record(tmp_path):
 def test_fingerprint_of_run_without_dp_has_no_dp_key(tmp_path):
     assert "dp" not in json.loads(runstore.fingerprint(_config(tmp_path)))
     assert "dp" in json.loads(runstore.fingerprint(_dp_config(tmp_path)))
+
+
+def test_unreachable_aggregate_target_exits_before_store(tmp_path, caplog):
+    path = tmp_path / "coordinator.toml"
+    path.write_text(
+        'run_id = "r"\ndomains = ["a", "b", "c"]\nstate_dir = "state"\n'
+        "[tls]\ninsecure = true\n"
+        "[dp]\nenabled = true\nnoise_multiplier = 1.0\n"
+        "aggregate_target_epsilon = 1e-7\naggregate_clip = 1.0\n"
+    )
+
+    with caplog.at_level(logging.ERROR):
+        code = main(["run", "--config", str(path)])
+
+    assert code == EXIT_USAGE
+    assert "raise dp.aggregate_target_epsilon" in caplog.text
+    assert not (tmp_path / "state" / "run.sqlite").exists()
