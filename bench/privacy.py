@@ -274,7 +274,9 @@ def render(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True
+    )
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     started = time.monotonic()
