@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="tiny subset, 1 seed, 2 rounds"
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="sequences per batch, the expected batch of DP-SGD; 0 keeps the "
+        "schedule's",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.0,
+        help="AdamW learning rate; 0 keeps the schedule's",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
@@ -132,10 +145,12 @@ def run_variants(
 
     def record(name: str, epsilon: float | None, result: VariantResult, seconds: float):
         entry = variants.setdefault(
-            name, {"epsilon": epsilon, "ndcg@10": {}, "seconds": []}
+            name, {"epsilon": epsilon, "ndcg@10": {}, "best_round": {}, "seconds": []}
         )
         for domain, value in best_test_ndcg(result).items():
             entry["ndcg@10"].setdefault(domain, []).append(value)
+            best = result.best(domain).round
+            entry["best_round"].setdefault(domain, []).append(best)
         entry["seconds"].append(round(seconds, 1))
         logger.info(
             "variant=%s seed done in %.0f s: %s", name, seconds, best_test_ndcg(result)
@@ -209,8 +224,9 @@ def missing_runs(args: argparse.Namespace, train: TrainConfig) -> str:
         gaps.append(f"{len(args.seeds)} seed(s) in place of 3")
     if train != SCHEDULES[args.dataset] and not args.quick:
         gaps.append(
-            f"{train.rounds} rounds of {train.local_epochs} local epochs in place "
-            f"of the demo schedule"
+            f"rounds={train.rounds}, local_epochs={train.local_epochs}, "
+            f"batch_size={train.batch_size}, learning_rate={train.learning_rate:g} "
+            "in place of the demo schedule"
         )
     if not gaps:
         return "nothing"
@@ -296,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         train = dataclasses.replace(train, rounds=args.rounds)
     if args.local_epochs:
         train = dataclasses.replace(train, local_epochs=args.local_epochs)
+    if args.batch_size:
+        train = dataclasses.replace(train, batch_size=args.batch_size)
+    if args.learning_rate:
+        train = dataclasses.replace(train, learning_rate=args.learning_rate)
 
     variants = run_variants(domains, model, train, args)
     results: dict[str, Any] = {
