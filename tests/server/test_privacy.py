@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from common.accounting import PrivacySettingError, aggregate_value_bound, user_mechanism
 from common.config import PrivacyConfig, SecAggConfig
@@ -16,7 +17,7 @@ from server import store as runstore
 from server.federation import Federation
 from server.main import EXIT_USAGE, main
 from server.privacy import PrivacyLedger
-from server.rounds import RoundLoop
+from server.rounds import RoundLoop, initial_global_weights
 from server.store import RunStore
 from tests.server.test_rounds import WEIGHTS, _client, _config
 
@@ -208,3 +209,43 @@ def test_unreachable_aggregate_target_exits_before_store(tmp_path, caplog):
     assert code == EXIT_USAGE
     assert "raise dp.aggregate_target_epsilon" in caplog.text
     assert not (tmp_path / "state" / "run.sqlite").exists()
+
+
+def test_secure_round_with_domain_noise_averages_equally(tmp_path):
+    weights = {"a": 1.0, "b": 1.0, "c": 1.0}
+    secagg = SecAggConfig(mode="honest-but-curious")
+    dp = PrivacyConfig(
+        enabled=True,
+        noise_multiplier=1.0,
+        delta=DELTA,
+        aggregate_noise_multiplier=1.0,
+        aggregate_clip=1.0,
+        aggregate_delta=1e-2,
+    )
+    config = dataclasses.replace(
+        _config(tmp_path, rounds=1, secagg=secagg, weights=weights), dp=dp
+    )
+    # Noised values reach far beyond the automatic bound of training without
+    # noise (learning rate times steps, 1e-3 here).
+    deltas = [{"a": 2.0, "b": -1.0, "c": 0.5}]
+    federation = Federation(config)
+    seen: list = []
+    clients = [
+        threading.Thread(target=_client, args=(federation, d, deltas, seen, weights))
+        for d in weights
+    ]
+    for thread in clients:
+        thread.start()
+
+    RoundLoop(config, federation).run()
+    for thread in clients:
+        thread.join(10)
+
+    initial = initial_global_weights(config)
+    final = load_file(tmp_path / "checkpoints" / "round-0001.safetensors")
+    bound = aggregate_value_bound(dp, 1.0)
+    step = 2 * bound / (secagg.levels - 1)
+    for name, value in initial.items():
+        np.testing.assert_allclose(
+            final[f"model/{name}"], value + 0.5, atol=2 * step + 1e-6
+        )
