@@ -35,13 +35,15 @@ def _epsilon(config, rounds: int) -> float:
     return user_mechanism(config.dp, config.train, N_USERS).epsilon(rounds)
 
 
-def _run(config, store=None):
+def _run(config, store=None, weights=WEIGHTS, deltas=None):
+    """Run the round loop against one client thread per domain of ``weights``."""
     federation = Federation(config, store=store)
     seen: list = []
-    deltas = [{"a": 0.0, "b": 0.0}] * config.train.rounds
+    if deltas is None:
+        deltas = [dict.fromkeys(weights, 0.0)] * config.train.rounds
     clients = [
-        threading.Thread(target=_client, args=(federation, d, deltas, seen, WEIGHTS))
-        for d in WEIGHTS
+        threading.Thread(target=_client, args=(federation, d, deltas, seen, weights))
+        for d in weights
     ]
     for thread in clients:
         thread.start()
@@ -228,18 +230,8 @@ def test_secure_round_with_domain_noise_averages_equally(tmp_path):
     # Noised values reach far beyond the automatic bound of training without
     # noise (learning rate times steps, 1e-3 here).
     deltas = [{"a": 2.0, "b": -1.0, "c": 0.5}]
-    federation = Federation(config)
-    seen: list = []
-    clients = [
-        threading.Thread(target=_client, args=(federation, d, deltas, seen, weights))
-        for d in weights
-    ]
-    for thread in clients:
-        thread.start()
 
-    RoundLoop(config, federation).run()
-    for thread in clients:
-        thread.join(10)
+    _run(config, weights=weights, deltas=deltas)
 
     initial = initial_global_weights(config)
     final = load_file(tmp_path / "checkpoints" / "round-0001.safetensors")
