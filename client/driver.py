@@ -171,7 +171,11 @@ class DomainClient:
         upload = self._begin_upload(task)
         state = self._load(task)
         self._evaluate_and_report(state, task.round - 1, final=False)
-        self._upload(task, upload, state.train_round())
+        try:
+            vector = state.train_round()
+        except PrivacySettingError as error:
+            raise RunAbortedError(str(error)) from None
+        self._upload(task, upload, vector)
 
     def _begin_upload(self, task: pb.GetTaskResponse) -> PlainUpload | SecureUpload:
         """Start the task's aggregation; the key stages run before training."""

@@ -10,6 +10,7 @@ federated rounds) trains it without noise, because it never leaves the domain.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from torch import Tensor
 from client.train import make_batches
 from common.accounting import (
     Mechanism,
+    PrivacySettingError,
     check_user_delta,
     noise_share_std,
     user_mechanism,
@@ -180,7 +182,17 @@ class PrivateTraining:
 
         The loss is measured on the drawn users before each step, in the
         same passes that compute their gradients.
+
+        Raises
+        ------
+        common.accounting.PrivacySettingError
+            Before any step, when this domain's own accountant shows that the
+            round would exceed ``dp.target_epsilon``. That happens when the
+            coordinator requests a round again (after a restart, say), because
+            the coordinator counts each round once but every run of it spends
+            budget.
         """
+        self.check_budget()
         usable = [sequence for sequence in sequences if len(sequence) >= 2]
         if not usable:
             raise ValueError(
@@ -215,6 +227,29 @@ class PrivateTraining:
             self.privacy.dp.delta,
         )
         return total_loss / total_positions if total_positions else float("nan")
+
+    def check_budget(self) -> None:
+        """Raise PrivacySettingError when one more round would exceed the budget."""
+        mechanism = self.mechanism
+        if math.isinf(mechanism.budget):
+            return
+        tracker = create_accountant(mechanism=self.privacy.dp.accountant)
+        tracker.history = [
+            *self.accountant.history,
+            (
+                mechanism.noise_multiplier,
+                mechanism.sample_rate,
+                mechanism.steps_per_round,
+            ),
+        ]
+        after = float(tracker.get_epsilon(delta=self.privacy.dp.delta))
+        if after > mechanism.budget:
+            raise PrivacySettingError(
+                f"domain {self.domain!r} stops training: one more round would "
+                f"raise its epsilon from {self.epsilon:.4g} to {after:.4g}, above "
+                f"dp.target_epsilon = {mechanism.budget:g}, because a round ran "
+                "again; raise dp.target_epsilon or start a new run"
+            )
 
     @property
     def adds_update_noise(self) -> bool:

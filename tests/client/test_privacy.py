@@ -204,3 +204,30 @@ def test_uploaded_update_is_clipped_before_noise():
         assert np.linalg.norm(raw) > 0.5
         assert np.linalg.norm(clipped) <= 0.5 + 1e-9
         np.testing.assert_allclose(clipped, raw * 0.5 / np.linalg.norm(raw))
+
+
+def test_round_run_again_beyond_budget_is_rejected():
+    plan = user_mechanism(DP, TRAIN, N_USERS)
+    budget = (plan.epsilon(2) + plan.epsilon(3)) / 2
+    dp = PrivacyConfig(
+        enabled=True,
+        noise_multiplier=1.0,
+        target_epsilon=budget,
+        max_grad_norm=0.5,
+        delta=1e-3,
+    )
+    model = _model()
+    training = _training(model, dp)
+    generator = torch.Generator().manual_seed(0)
+
+    # Two rounds spend the budget, so a third one, such as a round the
+    # coordinator requests again after a restart, must not start.
+    training.train_round(model, _sequences(), generator)
+    training.train_round(model, _sequences(), generator)
+    before = {k: v.clone() for k, v in model.global_part.state_dict().items()}
+    with pytest.raises(PrivacySettingError, match="above dp.target_epsilon"):
+        training.train_round(model, _sequences(), generator)
+
+    after = model.global_part.state_dict()
+    assert all(after[k].equal(v) for k, v in before.items())
+    assert training.epsilon == pytest.approx(plan.epsilon(2))
