@@ -27,6 +27,7 @@ from common.accounting import (
     Mechanism,
     PrivacySettingError,
     check_user_delta,
+    epsilon,
     noise_share_std,
     user_mechanism,
 )
@@ -233,16 +234,17 @@ class PrivateTraining:
         mechanism = self.mechanism
         if math.isinf(mechanism.budget):
             return
-        tracker = create_accountant(mechanism=self.privacy.dp.accountant)
-        tracker.history = [
-            *self.accountant.history,
-            (
-                mechanism.noise_multiplier,
-                mechanism.sample_rate,
-                mechanism.steps_per_round,
-            ),
-        ]
-        after = float(tracker.get_epsilon(delta=self.privacy.dp.delta))
+        # Every step of this trainer has the same noise multiplier and sampling
+        # rate, so the steps so far and this round's compose as one run, the
+        # same computation as the coordinator's.
+        steps = sum(entry[2] for entry in self.accountant.history)
+        after = epsilon(
+            self.privacy.dp.accountant,
+            mechanism.noise_multiplier,
+            mechanism.sample_rate,
+            steps + mechanism.steps_per_round,
+            self.privacy.dp.delta,
+        )
         if after > mechanism.budget:
             raise PrivacySettingError(
                 f"domain {self.domain!r} stops training: one more round would "
