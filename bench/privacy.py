@@ -214,7 +214,7 @@ def time_local_round(
 
 
 def missing_runs(args: argparse.Namespace, train: TrainConfig) -> str:
-    """Describe how this run falls short of the full study, or return "nothing"."""
+    """Describe how this run falls short of the full study, in sentences."""
     gaps = []
     if args.quick:
         gaps.append(f"the quick subset of {QUICK_USERS} users per domain")
@@ -229,12 +229,12 @@ def missing_runs(args: argparse.Namespace, train: TrainConfig) -> str:
             "in place of the demo schedule"
         )
     if not gaps:
-        return "nothing"
+        return "This run is the full study."
     return (
-        "this run used "
+        "This run used "
         + ", ".join(gaps)
-        + "; the full study (`make bench-privacy`: ml-1m, 3 seeds, the demo "
-        "schedule) has not run yet"
+        + ". The full study (`make bench-privacy`: ml-1m, 3 seeds, the demo "
+        "schedule) has not run yet."
     )
 
 
@@ -284,7 +284,7 @@ def render(results: dict[str, Any]) -> str:
         f"DP-SGD, {overhead['ratio']:g} times as long. DP-SGD computes each "
         "drawn user's gradient with its own backward pass.\n"
     )
-    lines.append(f"Not run: {results['not_run']}\n")
+    lines.append(f"{results['not_run']}\n")
     return "\n".join(lines)
 
 

@@ -46,4 +46,4 @@ def test_missing_runs_names_each_shortfall():
 
 
 def test_missing_runs_full_study_is_complete():
-    assert missing_runs(_args(), SCHEDULES["ml-1m"]) == "nothing"
+    assert missing_runs(_args(), SCHEDULES["ml-1m"]) == "This run is the full study."
