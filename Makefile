@@ -14,7 +14,7 @@ BENCH_FLAGS ?=
 RECBOLE_VENV := bench/.venv-recbole
 RECBOLE_STAMP := $(RECBOLE_VENV)/.installed
 
-.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image bench-serve
+.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image bench-serve bench-privacy
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,3 +79,10 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# NDCG@10 per domain against the user-level epsilon of DP-SGD (1, 3, 8, no DP)
+# next to local-only, ml-1m, 3 seeds: many hours on 2 cores. Writes
+# bench/results/privacy.json and the "Privacy" section of docs/benchmarks.md.
+# PRIVACY_FLAGS="--dataset ml-100k --seeds 0" or "--quick" runs a smaller set.
+bench-privacy: $(STAMP)
+	nice -n 10 $(BIN)/python -m bench.privacy $(PRIVACY_FLAGS)

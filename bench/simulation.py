@@ -10,13 +10,14 @@ returns that same sum, so leaving it out changes no number.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from client.itemcodes import cluster_stats, moment_stats, train_local_codebook
+from client.privacy import DomainPrivacy
 from client.session import (
     DomainModel,
     Evaluation,
@@ -100,6 +101,7 @@ def _domain_states(
     train: TrainConfig,
     centroids: np.ndarray,
     prompt: PromptConfig | None = None,
+    privacy: Mapping[str, DomainPrivacy] | None = None,
 ) -> dict[str, DomainModel]:
     return {
         d.name: DomainModel(
@@ -109,6 +111,8 @@ def _domain_states(
             item_code_table(d.embeddings, centroids),
             domain_seed(train.seed, d.name),
             prompt,
+            (privacy or {}).get(d.name),
+            d.name,
         )
         for d in domains
     }
@@ -124,13 +128,16 @@ def run_federated(
     train: TrainConfig,
     centroids: np.ndarray,
     prompt: PromptConfig | None = None,
+    privacy: Mapping[str, DomainPrivacy] | None = None,
 ) -> tuple[VariantResult, dict[str, DomainModel]]:
     """Run ``train.rounds`` FedAvg rounds; return the results and each domain's state.
 
     Each state holds its best round in memory (``DomainModel.best_state``). When
     ``prompt`` is given, its branches are built but stay inactive, as in the client.
+    ``privacy`` maps a domain to its DP settings; domains not in it train
+    without DP.
     """
-    states = _domain_states(domains, model, train, centroids, prompt)
+    states = _domain_states(domains, model, train, centroids, prompt, privacy)
     result = VariantResult({name: [] for name in states})
     weights = initial_global_state(model, train.seed)
 

@@ -386,6 +386,15 @@ class DistributedDomainClient(DomainClient):
     def _build_model(self, item_codes: Tensor) -> DomainModel:
         if self.group.stopped:
             return super()._build_model(item_codes)
+        if self._privacy() is not None:
+            # NOTE: DP-SGD clips each user's gradient before any averaging, which
+            # the DistributedDataParallel all-reduce would have to respect.
+            raise DistributedError(
+                "this run trains with user-level DP-SGD ([dp] in the coordinator's "
+                f"config), which fedcdr cannot yet split across {self.group.world_size} "
+                "torchrun ranks; start this domain's client as one process "
+                "(fedcdr-client run, without torchrun)"
+            )
         model_config, train_config = self._configs()
         if train_config.batch_size < self.group.world_size:
             logger.warning(

@@ -14,6 +14,7 @@ from client.baseline import train_local_only
 from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
+from client.privacy import DomainPrivacy
 from client.secagg import Identity, RefusalError, load_identity
 from client.session import (
     ITEM_IDS_KEY,
@@ -25,9 +26,14 @@ from client.session import (
     item_code_table,
 )
 from common import pq
-from common.config import ClientConfig, ModelConfig, TrainConfig
+from common.accounting import PrivacySettingError
+from common.config import ClientConfig, ModelConfig, PrivacyConfig, TrainConfig
 from common.pb import federation_pb2 as pb
-from common.runconfig import PROTOCOL_VERSION, run_config_from_proto
+from common.runconfig import (
+    PROTOCOL_VERSION,
+    privacy_config_from_proto,
+    run_config_from_proto,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,7 @@ class DomainClient:
         self.state: DomainModel | None = None
         self.centroids: np.ndarray | None = None
         self.secagg = pb.SecAggConfig()
+        self.dp = PrivacyConfig()
         self.identity: Identity | None = load_identity(config.tls)
 
     def run(self) -> None:
@@ -111,6 +118,16 @@ class DomainClient:
         response = self.coordinator.join(stats, PROTOCOL_VERSION)
         self.model_config, self.train_config = run_config_from_proto(response.config)
         self.secagg = response.secagg
+        self.dp = privacy_config_from_proto(response.dp)
+        if self.dp.enabled:
+            logger.info(
+                "domain=%s trains with user-level DP-SGD (max_grad_norm=%g, "
+                "delta=%g)%s",
+                self.config.domain,
+                self.dp.max_grad_norm,
+                self.dp.delta,
+                " and noises its round updates" if self.dp.aggregate else "",
+            )
         if (
             self.secagg.enabled
             and self.secagg.mode == "active"
@@ -156,7 +173,11 @@ class DomainClient:
         upload = self._begin_upload(task)
         state = self._load(task)
         self._evaluate_and_report(state, task.round - 1, final=False)
-        self._upload(task, upload, state.train_round())
+        try:
+            vector = state.train_round()
+        except PrivacySettingError as error:
+            raise RunAbortedError(str(error)) from None
+        self._upload(task, upload, vector)
 
     def _begin_upload(self, task: pb.GetTaskResponse) -> PlainUpload | SecureUpload:
         """Start the task's aggregation; the key stages run before training."""
@@ -204,7 +225,10 @@ class DomainClient:
         if self.state is None:
             self.centroids = arrays["centroids"]
             codes = item_code_table(self.inputs.embeddings, self.centroids)
-            self.state = self._build_model(codes)
+            try:
+                self.state = self._build_model(codes)
+            except PrivacySettingError as error:
+                raise RunAbortedError(str(error)) from None
         self.state.load_global(arrays)
         return self.state
 
@@ -218,6 +242,22 @@ class DomainClient:
             item_codes,
             self.seed,
             self.config.prompt,
+            self._privacy(),
+            self.config.domain,
+        )
+
+    def _privacy(self) -> DomainPrivacy | None:
+        """Return the DP-SGD settings of this domain, None when DP is off.
+
+        The user count is the one sent at join, so the coordinator's
+        accountant derives the same sampling rate and noise multiplier.
+        """
+        if not self.dp.enabled:
+            return None
+        return DomainPrivacy(
+            self.dp,
+            self.inputs.data.n_users,
+            self.dp.aggregate_noise_multiplier,
         )
 
     def _evaluate_and_report(

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", error)
         return EXIT_REJECTED
     except RunAbortedError as error:
-        logger.error("the coordinator aborted the run: %s", error)
+        logger.error("run aborted: %s", error)
         return EXIT_ABORTED
     except DistributedError as error:
         logger.error("%s", error)

@@ -18,6 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 from client.data import Split
 from client.itemcodes import assign_codes
+from client.privacy import DomainPrivacy, PrivateTraining
 from client.train import BatchShareLoss, evaluate, make_optimizer, train_epochs
 from common.atomic import write_bytes_atomic
 from common.config import ModelConfig, PromptConfig, TrainConfig
@@ -76,7 +77,9 @@ class DomainModel:
     The optimizer state carries over from round to round, as in continuous
     local training; only the global part's weights are replaced by the
     coordinator's. The prompt branches named by ``prompt`` are built at once but
-    stay out of the output until ``tune_prompts`` activates them.
+    stay out of the output until ``tune_prompts`` activates them. With
+    ``privacy``, the rounds train the global part with user-level DP-SGD (see
+    :class:`client.privacy.PrivateTraining`).
     """
 
     def __init__(
@@ -87,6 +90,8 @@ class DomainModel:
         item_codes: torch.Tensor,
         seed: int,
         prompt: PromptConfig | None = None,
+        privacy: DomainPrivacy | None = None,
+        domain: str = "",
     ) -> None:
         self.model_config = model_config
         self.train_config = train_config
@@ -109,6 +114,9 @@ class DomainModel:
         self.share_loss: BatchShareLoss | None = None
         self.best: Evaluation | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.private: PrivateTraining | None = None
+        if privacy is not None:
+            self.private = PrivateTraining(self.model, train_config, privacy, domain)
 
     def load_global(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the global part with the downloaded ``model/<name>`` arrays."""
@@ -128,18 +136,31 @@ class DomainModel:
             float64 ``[n_global_values + 1]``: the global part's delta multiplied
             by the number of training sequences n, followed by n itself, so the
             coordinator's sum divided by its last element is the FedAvg mean.
+            With domain-level noise, the clipped and noised delta followed by
+            the weight 1 (see :meth:`PrivateTraining.noisy_update`).
         """
         before = global_state_dict(self.model)
-        self.last_train_loss = train_epochs(
-            self.model,
-            self.split.train,
-            self.train_config,
-            self.optimizer,
-            self.train_config.local_epochs,
-            self.generator,
-            share_loss=self.share_loss,
-        )
+        if self.private is not None:
+            self.last_train_loss = self.private.train_round(
+                self.model, self.split.train, self.generator
+            )
+        else:
+            self.last_train_loss = train_epochs(
+                self.model,
+                self.split.train,
+                self.train_config,
+                self.optimizer,
+                self.train_config.local_epochs,
+                self.generator,
+                share_loss=self.share_loss,
+            )
         after = global_state_dict(self.model)
+        if self.private is not None and self.private.adds_update_noise:
+            delta = [
+                (after[name] - before[name]).double().flatten().numpy()
+                for name in self.names
+            ]
+            return self.private.noisy_update(np.concatenate(delta))
         weight = float(len(self.split.train))
         parts = [
             (after[name] - before[name]).double().flatten().numpy() * weight

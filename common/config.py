@@ -305,6 +305,91 @@ class SecAggConfig:
             )
 
 
+DP_ACCOUNTANTS = ("rdp", "prv")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy of a run: user-level DP-SGD and noise on the aggregate.
+
+    With ``enabled``, every domain trains the global part with DP-SGD, one
+    user's whole sequence being one privacy unit: per-user gradients are
+    clipped to ``max_grad_norm`` and Gaussian noise of standard deviation
+    ``noise_multiplier * max_grad_norm`` is added to their sum at every step.
+    ``noise_multiplier = 0`` derives the multiplier that spends exactly
+    ``target_epsilon`` over ``train.rounds``. When both are set, the
+    multiplier is fixed and ``target_epsilon`` is a budget: training stops
+    after the last round that stays within it.
+
+    ``aggregate_noise_multiplier`` (or ``aggregate_target_epsilon``, read the
+    same way) turns on domain-level DP. Each client then clips its round update
+    to the L2 norm ``aggregate_clip`` and adds its share of Gaussian noise. The
+    shares of ``honest_domains`` domains sum to noise of standard deviation
+    ``aggregate_noise_multiplier * aggregate_clip``. ``honest_domains = 0``
+    takes ``max(1, min_domains - 1)``.
+    """
+
+    enabled: bool = False
+    accountant: str = "rdp"
+    delta: float = 1e-6
+    target_epsilon: float = 0.0
+    noise_multiplier: float = 0.0
+    max_grad_norm: float = 1.0
+    aggregate_noise_multiplier: float = 0.0
+    aggregate_target_epsilon: float = 0.0
+    aggregate_clip: float = 0.0
+    aggregate_delta: float = 1e-3
+    honest_domains: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        if self.accountant not in DP_ACCOUNTANTS:
+            raise ConfigError(
+                f"dp.accountant must be one of {list(DP_ACCOUNTANTS)}, "
+                f"got {self.accountant!r}"
+            )
+        for name in (
+            "target_epsilon",
+            "noise_multiplier",
+            "aggregate_noise_multiplier",
+            "aggregate_target_epsilon",
+            "aggregate_clip",
+            "honest_domains",
+        ):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise ConfigError(f"dp.{name} must be 0 (off) or positive, got {value}")
+        if not (self.max_grad_norm > 0 and self.max_grad_norm < float("inf")):
+            raise ConfigError(
+                f"dp.max_grad_norm is the per-user clipping bound and must be "
+                f"positive, got {self.max_grad_norm}; 1.0 is a common start"
+            )
+        if self.target_epsilon == 0 and self.noise_multiplier == 0:
+            raise ConfigError(
+                "dp.enabled is true but dp.target_epsilon and dp.noise_multiplier "
+                "are both 0; set dp.target_epsilon (for example 8) or "
+                "dp.noise_multiplier (for example 1.0)"
+            )
+        for name in ("delta", "aggregate_delta"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ConfigError(f"dp.{name} must be in (0, 1), got {value}")
+        if self.aggregate and self.aggregate_clip == 0:
+            raise ConfigError(
+                "dp.aggregate_clip is 0, but domain-level noise is on "
+                "(dp.aggregate_noise_multiplier or dp.aggregate_target_epsilon); "
+                "set dp.aggregate_clip to the L2 bound of a domain's round update"
+            )
+
+    @property
+    def aggregate(self) -> bool:
+        """True when each domain adds its share of noise to its round update."""
+        return self.enabled and (
+            self.aggregate_noise_multiplier > 0 or self.aggregate_target_epsilon > 0
+        )
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     """Configuration of one coordinator process and of the run it drives."""
@@ -324,6 +409,7 @@ class CoordinatorConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    dp: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -343,6 +429,7 @@ class CoordinatorConfig:
         object.__setattr__(self, "min_domains", quorum)
         self.tls.check("tls")
         self._check_secagg()
+        self._check_dp()
 
     def _check_secagg(self) -> None:
         secagg = self.secagg
@@ -361,6 +448,42 @@ class CoordinatorConfig:
                 check_threshold(secagg.threshold, holders, secagg.mode)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
+
+    def _check_dp(self) -> None:
+        dp = self.dp
+        if not dp.aggregate:
+            return
+        n = len(self.domains)
+        if dp.aggregate_delta >= 1 / n:
+            raise ConfigError(
+                f"dp.aggregate_delta {dp.aggregate_delta:g} must be below 1 / the "
+                f"number of domains = 1/{n}; lower dp.aggregate_delta"
+            )
+        if not self.secagg.enabled:
+            raise ConfigError(
+                "domain-level noise (dp.aggregate_noise_multiplier or "
+                "dp.aggregate_target_epsilon) needs secagg.enabled = true, because "
+                "without secure aggregation the coordinator sees each update with "
+                "only its share of the noise"
+            )
+        if self.secagg.clip or self.secagg.group_clip:
+            raise ConfigError(
+                "secagg.clip and secagg.group_clip must be unset with domain-level "
+                "noise, because the quantization bound then follows from "
+                "dp.aggregate_clip; remove them"
+            )
+        if dp.honest_domains > self.min_domains:
+            raise ConfigError(
+                f"dp.honest_domains {dp.honest_domains} exceeds min_domains "
+                f"{self.min_domains}, so a round could commit with less noise than "
+                "the accountant assumes; lower dp.honest_domains or raise "
+                "min_domains"
+            )
+        if dp.honest_domains == 0:
+            resolved = dataclasses.replace(
+                dp, honest_domains=max(1, self.min_domains - 1)
+            )
+            object.__setattr__(self, "dp", resolved)
 
 
 DISTRIBUTED_BACKENDS = ("gloo",)

@@ -26,6 +26,7 @@ from server.errors import (
 from server.secagg import WIRE_STAGES, SecAggSession
 from server.secagg import Stage as SecAggStage
 from server.metrics import CoordinatorMetrics
+from server.privacy import PrivacyLedger
 from server.store import RunStore
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,9 @@ class Federation:
         self.config = config
         self.store = store if store is not None else RunStore.in_memory(config)
         self.metrics = metrics if metrics is not None else CoordinatorMetrics()
+        # Raises PrivacySettingError before any client joins when the
+        # domain-level settings cannot reach their target.
+        self.privacy = PrivacyLedger(config)
         self._clock = clock
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import tls
 from common.atomic import write_text_atomic
+from common.accounting import PrivacySettingError
 from common.certs import create_certificates
 from common.cli import add_log_level_argument, configure_logging
 from common.config import ConfigError, CoordinatorConfig, load_toml
@@ -34,6 +35,7 @@ from server import store as runstore
 from server.errors import StopRequestedError
 from server.federation import Federation, QuorumError
 from server.metrics import serve_metrics
+from server.privacy import PrivacyLedger
 from server.revocation import Revocations
 from server.report import format_table
 from server.secagg import MIN_PRIVATE_DOMAINS
@@ -184,6 +186,9 @@ def _open_store(config: CoordinatorConfig) -> RunStore | None:
 
 def _run(args: argparse.Namespace) -> int:
     config = _load_config(args)
+    # Check the domain-level [dp] settings before the store records the run's
+    # fingerprint, so a corrected setting starts the run instead of a mismatch.
+    PrivacyLedger(config)
     if config.state_dir.exists() and not config.state_dir.is_dir():
         raise ConfigError(f"state_dir {config.state_dir} is a file; set it to a folder")
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +235,7 @@ def _serve(
         print(format_table(summary), flush=True)
     except StopRequestedError:
         code = EXIT_STOPPED
-    except QuorumError:
+    except (QuorumError, PrivacySettingError):
         code = EXIT_ABORTED
     except StoreError:
         raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -84,6 +86,19 @@ class CoordinatorMetrics:
             buckets=_DURATION_BUCKETS,
             registry=registry,
         )
+        self.privacy_epsilon = Gauge(
+            "fedcdr_privacy_epsilon",
+            "User-level epsilon a domain's DP-SGD spent after the last committed "
+            "round, at the run's dp.delta",
+            ["domain"],
+            registry=registry,
+        )
+        self.privacy_aggregate_epsilon = Gauge(
+            "fedcdr_privacy_aggregate_epsilon",
+            "Domain-level epsilon of the aggregate after the last committed round, "
+            "at the run's dp.aggregate_delta",
+            registry=registry,
+        )
         self.rejected = Counter(
             "fedcdr_rejected_requests",
             "Requests answered with an error status, by status code",
@@ -97,6 +112,13 @@ class CoordinatorMetrics:
         self.completed.set(completed)
         if participants > completed:
             self.dropouts.inc(participants - completed)
+
+    def record_privacy(self, record: Mapping[str, Any]) -> None:
+        """Record the epsilon of a committed round's privacy record."""
+        for domain, value in record["user_epsilon"].items():
+            self.privacy_epsilon.labels(domain).set(value)
+        if "aggregate_epsilon" in record:
+            self.privacy_aggregate_epsilon.set(record["aggregate_epsilon"])
 
     def record_round(self, round_index: int) -> None:
         """Record a committed training round."""

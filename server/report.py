@@ -128,9 +128,21 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def write_reports(out_dir: Path, domains: Mapping[str, DomainRecord]) -> dict[str, Any]:
-    """Write metrics.json, history.json and validation_ndcg.png into ``out_dir``."""
+def write_reports(
+    out_dir: Path,
+    domains: Mapping[str, DomainRecord],
+    privacy: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write metrics.json, history.json and validation_ndcg.png into ``out_dir``.
+
+    ``privacy`` maps a domain to its privacy entry (epsilon, delta and noise
+    settings after the last committed round), stored under the domain's
+    ``privacy`` key of metrics.json.
+    """
     summary = summarize(domains)
+    for name, entry in (privacy or {}).items():
+        if name in summary:
+            summary[name]["privacy"] = dict(entry)
     write_text_atomic(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
     rounds = history(domains)
     write_text_atomic(out_dir / "history.json", json.dumps(rounds, indent=2) + "\n")

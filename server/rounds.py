@@ -6,10 +6,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from common import pq
+from common.accounting import PrivacySettingError, aggregate_value_bound
 from common.config import CoordinatorConfig
 from common.model import GlobalEncoder, global_parameter_names
 from common.pb import federation_pb2 as pb
@@ -98,6 +100,11 @@ class RoundLoop:
         self.store = federation.store
         self.summary: dict[str, object] = {}
         self._start = 0
+        self.privacy = federation.privacy
+        # Last round the training loop ran, and why it stopped before
+        # train.rounds (empty when it did not).
+        self._final_round = config.train.rounds
+        self._stop_reason = ""
 
     def run(self) -> dict[str, object]:
         """Run every stage; abort the run and re-raise on a missed quorum.
@@ -106,6 +113,9 @@ class RoundLoop:
         ------
         QuorumError
             When too few domains took part; the run is aborted.
+        PrivacySettingError
+            When the [dp] settings cannot give the guarantee for the joined
+            domains; the run is aborted before the codebook.
         StopRequestedError
             When :meth:`Federation.request_stop` was called; the task in
             flight is abandoned and the run can resume.
@@ -122,11 +132,14 @@ class RoundLoop:
                 )
             else:
                 self.federation.wait_for_domains()
+            self._plan_privacy()
             self.federation.move_to(Stage.CODEBOOK)
             centroids, weights, first_round = self._resume_point()
 
             self.federation.move_to(Stage.TRAINING)
             for round_index in range(first_round, self.config.train.rounds + 1):
+                if not self._round_within_budget(round_index):
+                    break
                 weights = self._train_round(round_index, centroids, weights)
 
             self.federation.move_to(Stage.FINISHING)
@@ -136,7 +149,7 @@ class RoundLoop:
             logger.warning("run=%s stopped: %s", self.config.run_id, error)
             self.store.set_status(runstore.RUNNING, str(error))
             raise
-        except QuorumError as error:
+        except (QuorumError, PrivacySettingError) as error:
             self.store.set_status(runstore.ABORTED, str(error))
             self.federation.abort(str(error))
             raise
@@ -303,7 +316,13 @@ class RoundLoop:
 
     def _train_layout(self, weights: dict[str, np.ndarray]) -> VectorLayout:
         secagg = self.config.secagg
-        if secagg.clip > 0:
+        if self.config.dp.aggregate:
+            # Noised values are wider than deltas; clipping them after the
+            # noise would change the noise the accountant assumes.
+            default = aggregate_value_bound(
+                self.config.dp, self.privacy.aggregate_noise_multiplier
+            )
+        elif secagg.clip > 0:
             default = secagg.clip
         else:
             participants = self.federation.active_domains()
@@ -414,28 +433,81 @@ class RoundLoop:
         path = round_checkpoint(self.config.state_dir, round_index)
         metadata = {"run_id": self.config.run_id, "round": str(round_index)}
         write_checkpoint(path, global_state(centroids, updated), metadata)
-        self.store.commit(task.task_id, "round", round_index, path, done)
+        privacy = self.privacy.round_record(round_index)
+        self.store.commit(task.task_id, "round", round_index, path, done, privacy)
         self.federation.metrics.record_round(round_index)
         logger.info("round=%d committed, checkpoint %s", round_index, path)
+        if privacy is not None:
+            self._log_privacy(privacy)
         return updated
+
+    def _plan_privacy(self) -> None:
+        """Fix each joined domain's DP-SGD noise and check the budget allows
+        round 1, so a run that cannot keep its guarantee never starts."""
+        if not self.privacy.enabled:
+            return
+        self.privacy.plan(
+            {name: record.stats for name, record in self.federation.snapshot().items()}
+        )
+        self._final_round = self.privacy.last_round_within_budget()
+        if self._final_round < self.config.train.rounds:
+            logger.warning(
+                "run=%s the privacy budget allows %d of train.rounds=%d rounds",
+                self.config.run_id,
+                self._final_round,
+                self.config.train.rounds,
+            )
+
+    def _round_within_budget(self, round_index: int) -> bool:
+        """Return False, and log why, when ``round_index`` would exceed a budget."""
+        if self.privacy.enabled:
+            # A domain that joined late gets its mechanism before it trains.
+            self.privacy.plan(
+                {name: r.stats for name, r in self.federation.snapshot().items()}
+            )
+            self._final_round = self.privacy.last_round_within_budget()
+        if round_index <= self._final_round:
+            return True
+        self._stop_reason = self.privacy.stop_message(round_index)
+        logger.warning("run=%s %s", self.config.run_id, self._stop_reason)
+        return False
+
+    def _log_privacy(self, record: dict[str, object]) -> None:
+        self.federation.metrics.record_privacy(record)
+        aggregate = record.get("aggregate_epsilon")
+        logger.info(
+            "round=%d privacy spent: user-level epsilon=%.4g at delta=%g%s",
+            record["round"],
+            record["epsilon"],
+            record["delta"],
+            ""
+            if aggregate is None
+            else f", domain-level epsilon={aggregate:.4g} at delta="
+            f"{record['aggregate_delta']:g}",
+        )
 
     def _finish(self, centroids: np.ndarray, weights: dict[str, np.ndarray]) -> None:
         """Hand out the final weights, wait for every domain's final reports and
         write the reports into state_dir and the store."""
+        final_round = min(self._final_round, self.config.train.rounds)
         task = self._task(
             pb.TASK_KIND_FINISH,
             "finish",
             None,
             global_state(centroids, weights),
-            round_index=self.config.train.rounds,
+            round_index=final_round,
         )
         self._run_task(task, self.config.timeouts.report_s)
-        self.summary = write_reports(self.config.state_dir, self.federation.snapshot())
+        self.summary = write_reports(
+            self.config.state_dir,
+            self.federation.snapshot(),
+            self.privacy.domain_summary(final_round),
+        )
         for name in ("metrics.json", "history.json"):
             content = (self.config.state_dir / name).read_text(encoding="utf-8")
             self.store.save_report(name, content)
         self.store.end_task(task.task_id, runstore.COMMITTED)
-        self.store.set_status(runstore.DONE)
+        self.store.set_status(runstore.DONE, self._stop_reason)
 
 
 _KIND_NAMES: dict[int, str] = {

@@ -16,6 +16,7 @@ from common.pb import federation_pb2 as pb
 from common.pb import federation_pb2_grpc as pb_grpc
 from common.runconfig import (
     PROTOCOL_VERSION,
+    privacy_config_to_proto,
     run_config_to_proto,
     secagg_config_to_proto,
 )
@@ -138,6 +139,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             run_id=config.run_id,
             config=run_config_to_proto(config.model, config.train),
             secagg=secagg_config_to_proto(config.secagg),
+            dp=privacy_config_to_proto(
+                config.dp, self._federation.privacy.aggregate_noise_multiplier
+            ),
         )
 
     def GetTask(

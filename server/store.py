@@ -92,7 +92,9 @@ CREATE TABLE commits (
     checkpoint TEXT NOT NULL,
     sha256 TEXT NOT NULL,
     survivors TEXT NOT NULL,
-    committed_at REAL NOT NULL
+    committed_at REAL NOT NULL,
+    epsilon REAL,
+    privacy TEXT
 );
 CREATE TABLE metrics (
     domain TEXT NOT NULL,
@@ -130,9 +132,20 @@ class StoreError(RuntimeError):
     another run; the message names the file and what to do."""
 
 
+# Columns added to the commits table after the first release. A store
+# created before them gets them at open, NULL in every earlier row.
+_ADDED_COMMIT_COLUMNS = (("epsilon", "REAL"), ("privacy", "TEXT"))
+
+
 @dataclass(frozen=True)
 class Commit:
-    """A committed codebook step (kind ``codebook``) or round (kind ``round``)."""
+    """A committed codebook step (kind ``codebook``) or round (kind ``round``).
+
+    ``epsilon`` is the largest user-level epsilon of any domain after the
+    round, and ``privacy`` the whole record of
+    :meth:`server.privacy.PrivacyLedger.round_record`; both are None for a
+    codebook step and for a run without differential privacy.
+    """
 
     base_id: str
     kind: str
@@ -142,6 +155,8 @@ class Commit:
     sha256: str
     survivors: tuple[str, ...]
     committed_at: float
+    epsilon: float | None = None
+    privacy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,9 @@ def fingerprint(config: CoordinatorConfig) -> str:
         "train": dataclasses.asdict(config.train),
         "secagg": dataclasses.asdict(config.secagg),
     }
+    # Only when on, so runs stored before the [dp] section existed still resume.
+    if config.dp.enabled:
+        settings["dp"] = dataclasses.asdict(config.dp)
     return json.dumps(settings, sort_keys=True)
 
 
@@ -230,6 +248,7 @@ class RunStore:
             store._check(config)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
+            store._add_missing_columns()
         except sqlite3.DatabaseError as error:
             raise StoreError(
                 f"run store {path} is corrupt or not a fedcdr store ({error}); "
@@ -292,6 +311,15 @@ class RunStore:
                 f"{', '.join(changed)} changed; restore them to resume the run, or "
                 "use another run_id and state_dir for a new run"
             )
+
+    def _add_missing_columns(self) -> None:
+        """Add the commit columns that a store from an older fedcdr lacks."""
+        present = {row[1] for row in self._query("PRAGMA table_info(commits)")}
+        for name, kind in _ADDED_COMMIT_COLUMNS:
+            if name not in present:
+                with self._transaction() as db:
+                    db.execute(f"ALTER TABLE commits ADD COLUMN {name} {kind}")
+                logger.info("run store %s: added column commits.%s", self.label, name)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -484,8 +512,12 @@ class RunStore:
         number: int,
         checkpoint: Path,
         survivors: set[str],
+        privacy: dict[str, Any] | None = None,
     ) -> Commit:
         """Commit a task whose checkpoint file is written and synced.
+
+        ``privacy`` is the round's privacy record; its ``epsilon`` is also
+        stored in a column of its own.
 
         Raises
         ------
@@ -495,6 +527,7 @@ class RunStore:
         digest = file_sha256(checkpoint)
         relative = checkpoint.relative_to(self.state_dir)
         now = time.time()
+        epsilon = None if privacy is None else float(privacy["epsilon"])
         with self._transaction() as db:
             base_id = db.execute(
                 "SELECT base_id FROM tasks WHERE task_id = ?", (task_id,)
@@ -503,7 +536,9 @@ class RunStore:
                 raise RuntimeError(f"task {task_id} was never begun in the store")
             try:
                 db.execute(
-                    "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO commits (base_id, kind, number, task_id, "
+                    "checkpoint, sha256, survivors, committed_at, epsilon, privacy) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         base_id[0],
                         kind,
@@ -513,6 +548,8 @@ class RunStore:
                         digest,
                         ",".join(sorted(survivors)),
                         now,
+                        epsilon,
+                        None if privacy is None else json.dumps(privacy),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -533,11 +570,16 @@ class RunStore:
             digest,
             tuple(sorted(survivors)),
             now,
+            epsilon,
+            privacy,
         )
 
     def commits(self, kind: str | None = None) -> list[Commit]:
         """Return the commits of ``kind`` (all when None), oldest first."""
-        sql = "SELECT * FROM commits"
+        sql = (
+            "SELECT base_id, kind, number, task_id, checkpoint, sha256, survivors, "
+            "committed_at, epsilon, privacy FROM commits"
+        )
         parameters: tuple[Any, ...] = ()
         if kind is not None:
             sql += " WHERE kind = ?"
@@ -553,6 +595,8 @@ class RunStore:
                 sha256=row[5],
                 survivors=tuple(s for s in row[6].split(",") if s),
                 committed_at=float(row[7]),
+                epsilon=None if row[8] is None else float(row[8]),
+                privacy=None if row[9] is None else json.loads(row[9]),
             )
             for row in rows
         ]

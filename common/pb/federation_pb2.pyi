@@ -126,15 +126,41 @@ class SecAggConfig(_message.Message):
     neighbours: int
     def __init__(self, enabled: _Optional[bool] = ..., mode: _Optional[str] = ..., levels: _Optional[int] = ..., neighbours: _Optional[int] = ...) -> None: ...
 
+class PrivacyConfig(_message.Message):
+    __slots__ = ("enabled", "accountant", "delta", "target_epsilon", "noise_multiplier", "max_grad_norm", "aggregate_noise_multiplier", "aggregate_clip", "aggregate_delta", "honest_domains")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_CLIP_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    HONEST_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    accountant: str
+    delta: float
+    target_epsilon: float
+    noise_multiplier: float
+    max_grad_norm: float
+    aggregate_noise_multiplier: float
+    aggregate_clip: float
+    aggregate_delta: float
+    honest_domains: int
+    def __init__(self, enabled: _Optional[bool] = ..., accountant: _Optional[str] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., aggregate_noise_multiplier: _Optional[float] = ..., aggregate_clip: _Optional[float] = ..., aggregate_delta: _Optional[float] = ..., honest_domains: _Optional[int] = ...) -> None: ...
+
 class JoinResponse(_message.Message):
-    __slots__ = ("run_id", "config", "secagg")
+    __slots__ = ("run_id", "config", "secagg", "dp")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SECAGG_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     config: RunConfig
     secagg: SecAggConfig
-    def __init__(self, run_id: _Optional[str] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., secagg: _Optional[_Union[SecAggConfig, _Mapping]] = ...) -> None: ...
+    dp: PrivacyConfig
+    def __init__(self, run_id: _Optional[str] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., secagg: _Optional[_Union[SecAggConfig, _Mapping]] = ..., dp: _Optional[_Union[PrivacyConfig, _Mapping]] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("domain", "run_id")
