@@ -95,6 +95,34 @@ class Task:
         return response
 
 
+@dataclass(frozen=True)
+class TaskProgress:
+    """State of the task in flight, or of the last one, for the round table."""
+
+    task_id: str
+    kind: int
+    round: int
+    step: int
+    # The aggregation stage in flight (``masked_input``), or how it ended.
+    stage: str
+    participants: frozenset[str]
+    # Participants still taking part, or whose input the finished task contains.
+    present: frozenset[str]
+    dropped: frozenset[str]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Snapshot of a run for the round table, taken under the federation's lock."""
+
+    stage: str
+    joined: frozenset[str]
+    task: TaskProgress | None
+    # Latest validation NDCG@10 each domain reported for the federated model.
+    valid_ndcg: dict[str, float]
+
+
 @dataclass
 class DomainRecord:
     """Record of a joined domain: its size, its reports and its progress flags."""
@@ -127,6 +155,8 @@ class Federation:
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS
         self._task: Task | None = None
+        # The task in flight or the last one, kept for progress().
+        self._shown_task: Task | None = None
         self._abort_message = ""
         self._stopping = threading.Event()
         self.domains = _restore_domains(self.store)
@@ -320,6 +350,54 @@ class Federation:
                 record.final.add(request.model)
             self._cond.notify_all()
 
+    def progress(self) -> RunProgress:
+        """Return the run's stage, joined domains, task state and latest NDCG@10."""
+        with self._cond:
+            task = self._shown_task
+            ndcg = {}
+            for domain, record in self.domains.items():
+                history = record.reports.get("federated")
+                if history:
+                    latest = history[max(history)]
+                    if "ndcg@10" in latest.valid:
+                        ndcg[domain] = latest.valid["ndcg@10"]
+            return RunProgress(
+                stage=self._stage.value,
+                joined=frozenset(self.domains),
+                task=self._task_progress(task) if task is not None else None,
+                valid_ndcg=ndcg,
+            )
+
+    def _task_progress(self, task: Task) -> TaskProgress:
+        finished = task is not self._task
+        participants = frozenset(task.participants)
+        session = task.secagg
+        if session is not None:
+            stage = session.stage.name.lower()
+            if session.stage is SecAggStage.COMPLETE:
+                present = frozenset(session.survivors)
+            elif session.stage is SecAggStage.ADVERTISE_KEYS:
+                present = participants
+            else:
+                present = frozenset(session.expected() | session.acted())
+        else:
+            done = self._completed(task)
+            stage = "done" if finished else "upload"
+            if task.kind == pb.TASK_KIND_FINISH:
+                stage = "done" if finished else "reports"
+            present = frozenset(done) if finished else participants
+        return TaskProgress(
+            task_id=task.task_id,
+            kind=task.kind,
+            round=task.round,
+            step=task.step,
+            stage=stage,
+            participants=participants,
+            present=present,
+            dropped=participants - present,
+            finished=finished,
+        )
+
     def snapshot(self) -> dict[str, DomainRecord]:
         """Return a deep copy of the domain records, taken under the lock."""
         with self._cond:
@@ -474,6 +552,7 @@ class Federation:
             return self._run_secure_task(task, task.secagg, deadline_s)
         with self._cond:
             self._task = task
+            self._shown_task = task
             self._cond.notify_all()
             started = self._clock()
             deadline = started + deadline_s
@@ -519,6 +598,7 @@ class Federation:
         try:
             with self._cond:
                 self._task = task
+                self._shown_task = task
                 self._cond.notify_all()
                 started = self._clock()
                 while session.stage not in (SecAggStage.COMPLETE, SecAggStage.FAILED):

@@ -39,6 +39,7 @@ from server.revocation import Revocations
 from server.report import format_table
 from server.secagg import MIN_PRIVATE_DOMAINS
 from server.rounds import RoundLoop
+from server.roundtable import RoundTableDisplay
 from server.servicer import CoordinatorServicer
 from server.status import format_status
 from server.store import RunStore, StoreError
@@ -232,9 +233,13 @@ def _serve(
     )
     _warn_about_privacy(config)
 
+    # A live table when stdout is a terminal, one log line per task otherwise.
+    display = RoundTableDisplay(federation, sys.stdout)
+    display.start()
     code = EXIT_OK
     try:
         summary = RoundLoop(config, federation).run()
+        display.stop()
         print(format_table(summary), flush=True)
     except StopRequestedError:
         code = EXIT_STOPPED
@@ -246,6 +251,7 @@ def _serve(
         logger.exception("run=%s failed", config.run_id)
         code = EXIT_ABORTED
     finally:
+        display.stop()
         # A client may be busy training; give it a round's deadline to see the end.
         if not federation.stopping:
             federation.wait_until_clients_saw_end(config.timeouts.round_s)

@@ -1,0 +1,250 @@
+"""The coordinator's live round table on a terminal, or one log line per task.
+
+A thread polls :meth:`Federation.progress` and the byte counters twice a
+second. On a terminal it redraws a table with one row per task (round,
+stage, domains present, dropped, bytes in and out, latest validation NDCG@10
+per domain). Otherwise it logs one line per finished task.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from prometheus_client import Counter
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from common.pb import federation_pb2 as pb
+from common.terminal import is_terminal, logs_through
+from server.federation import Federation, RunProgress, TaskProgress
+
+logger = logging.getLogger(__name__)
+
+# Rows kept on screen; older tasks scroll off the top.
+MAX_ROWS = 12
+POLL_S = 0.5
+
+
+@dataclass
+class Row:
+    """One task's line of the round table."""
+
+    task_id: str
+    label: str
+    stage: str = ""
+    present: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    bytes_in: int = 0
+    bytes_out: int = 0
+    valid_ndcg: dict[str, float] = field(default_factory=dict)
+    finished: bool = False
+    # Counter totals when the row was first seen; the row shows the difference.
+    base_in: int = 0
+    base_out: int = 0
+
+
+def task_label(task: TaskProgress) -> str:
+    """Return the table's name of a task: ``round 3``, ``codebook 1``, ``finish``."""
+    if task.kind == pb.TASK_KIND_TRAIN:
+        return f"round {task.round}"
+    if task.kind == pb.TASK_KIND_FINISH:
+        return "finish"
+    return f"codebook {task.step}"
+
+
+class RoundTable:
+    """Rows of the round table, folded from successive progress snapshots."""
+
+    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+        self.rows: list[Row] = []
+        self.max_rows = max_rows
+        self.progress: RunProgress | None = None
+
+    def update(self, progress: RunProgress, bytes_in: int, bytes_out: int) -> list[Row]:
+        """Fold in one snapshot and the byte totals so far.
+
+        Returns
+        -------
+        list[Row]
+            Rows that finished with this snapshot, each returned once: the
+            previous task's row when a new task started, and the current
+            task's row when it finished.
+        """
+        self.progress = progress
+        task = progress.task
+        if task is None:
+            return []
+        finished: list[Row] = []
+        row = self.rows[-1] if self.rows else None
+        if row is None or row.task_id != task.task_id:
+            if row is not None and not row.finished:
+                row.finished = True
+                finished.append(row)
+            row = Row(
+                task_id=task.task_id,
+                label=task_label(task),
+                base_in=bytes_in,
+                base_out=bytes_out,
+            )
+            self.rows.append(row)
+            del self.rows[: -self.max_rows]
+        if row.finished:
+            return finished
+        row.stage = task.stage
+        row.present = tuple(sorted(task.present))
+        row.dropped = tuple(sorted(task.dropped))
+        row.bytes_in = bytes_in - row.base_in
+        row.bytes_out = bytes_out - row.base_out
+        row.valid_ndcg = dict(progress.valid_ndcg)
+        if task.finished:
+            row.finished = True
+            finished.append(row)
+        return finished
+
+
+def format_bytes(count: int) -> str:
+    """Return a byte count with a binary unit: ``512 B``, ``1.5 KiB``, ``3.2 MiB``."""
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _ndcg(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def render(table: RoundTable, run_id: str, domains: Sequence[str]) -> Table:
+    """Build the rich table of ``table``'s rows, one NDCG@10 column per domain."""
+    progress = table.progress
+    stage = progress.stage if progress is not None else "starting"
+    joined = sorted(progress.joined) if progress is not None else []
+    view = Table(
+        title=f"run {run_id}: {stage}, joined {len(joined)} of {len(domains)}",
+        title_justify="left",
+    )
+    view.add_column("task")
+    view.add_column("stage")
+    view.add_column("present")
+    view.add_column("dropped")
+    view.add_column("in", justify="right")
+    view.add_column("out", justify="right")
+    for domain in domains:
+        view.add_column(f"N@10 {domain}", justify="right")
+    for row in table.rows:
+        view.add_row(
+            row.label,
+            row.stage,
+            ",".join(row.present) or "-",
+            ",".join(row.dropped) or "-",
+            format_bytes(row.bytes_in),
+            format_bytes(row.bytes_out),
+            *(_ndcg(row.valid_ndcg.get(domain)) for domain in domains),
+        )
+    return view
+
+
+def format_row(row: Row) -> str:
+    """Return a finished row as one log line."""
+    ndcg = " ".join(f"{d}={v:.4f}" for d, v in sorted(row.valid_ndcg.items()))
+    return (
+        f"task={row.task_id} ({row.label}) stage={row.stage} "
+        f"present={','.join(row.present) or '-'} "
+        f"dropped={','.join(row.dropped) or '-'} "
+        f"bytes_in={row.bytes_in} bytes_out={row.bytes_out} "
+        f"valid_ndcg@10: {ndcg or '-'}"
+    )
+
+
+def counter_total(counter: Counter) -> int:
+    """Return the sum of a labelled counter over all its labels."""
+    return int(
+        sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    )
+
+
+class RoundTableDisplay:
+    """Draw the round table on ``stream`` while it is a terminal, else log rows.
+
+    Parameters
+    ----------
+    federation
+        The run whose progress is shown.
+    stream
+        Where the live table goes; its ``isatty()`` picks the mode.
+    """
+
+    def __init__(
+        self,
+        federation: Federation,
+        stream: TextIO,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.federation = federation
+        self.live = is_terminal(stream)
+        self.table = RoundTable()
+        self._stream = stream
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="round-table", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Draw or log the last state and stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _poll(self) -> list[Row]:
+        metrics = self.federation.metrics
+        return self.table.update(
+            self.federation.progress(),
+            counter_total(metrics.received_bytes),
+            counter_total(metrics.sent_bytes),
+        )
+
+    def _run(self) -> None:
+        if not self.live:
+            while True:
+                stopping = self._stop.wait(self._poll_s)
+                for row in self._poll():
+                    logger.info("%s", format_row(row))
+                if stopping:
+                    return
+        config = self.federation.config
+        console = Console(file=self._stream, force_terminal=True)
+        with (
+            Live(
+                render(self.table, config.run_id, config.domains),
+                console=console,
+                auto_refresh=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            ) as live,
+            logs_through(console),
+        ):
+            while True:
+                stopping = self._stop.wait(self._poll_s)
+                self._poll()
+                live.update(
+                    render(self.table, config.run_id, config.domains), refresh=True
+                )
+                if stopping:
+                    return
