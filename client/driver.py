@@ -13,6 +13,7 @@ from client.baseline import train_local_only
 from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
+from client.progress import EpochProgress
 from client.secagg import Identity, RefusalError, load_identity
 from client.session import (
     MODEL_FILE,
@@ -59,6 +60,8 @@ class DomainClient:
         self.centroids: np.ndarray | None = None
         self.secagg = pb.SecAggConfig()
         self.identity: Identity | None = load_identity(config.tls)
+        # Bars on a terminal; log lines alone otherwise.
+        self.progress = EpochProgress(config.domain)
 
     def run(self) -> None:
         """Join and serve tasks; raise RunAbortedError if the run is aborted."""
@@ -154,7 +157,11 @@ class DomainClient:
         upload = self._begin_upload(task)
         state = self._load(task)
         self._evaluate_and_report(state, task.round - 1, final=False)
-        self._upload(task, upload, state.train_round())
+        _, train_config = self._configs()
+        label = f"round {task.round}"
+        with self.progress.epochs(label, train_config.local_epochs) as on_epoch:
+            vector = state.train_round(on_epoch)
+        self._upload(task, upload, vector)
 
     def _begin_upload(self, task: pb.GetTaskResponse) -> PlainUpload | SecureUpload:
         """Start the task's aggregation; the key stages run before training."""

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +115,12 @@ class DomainModel:
         }
         load_global_state_dict(self.model, state)
 
-    def train_round(self) -> np.ndarray:
+    def train_round(
+        self, on_epoch: Callable[[int, float], None] | None = None
+    ) -> np.ndarray:
         """Train the local epochs of one round and return the upload vector.
+
+        ``on_epoch`` is called after each epoch with its number and mean loss.
 
         Returns
         -------
@@ -132,6 +137,7 @@ class DomainModel:
             self.optimizer,
             self.train_config.local_epochs,
             self.generator,
+            on_epoch=on_epoch,
         )
         after = global_state_dict(self.model)
         weight = float(len(self.split.train))

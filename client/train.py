@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -106,6 +106,7 @@ def train_epochs(
     generator: torch.Generator,
     *,
     max_grad_norm: float | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> float:
     """Train ``model`` for ``epochs`` passes over the domain's sequences.
 
@@ -118,6 +119,9 @@ def train_epochs(
     max_grad_norm : float, optional
         When given, the gradient norm over all parameters is clipped to this value
         before each step. The default None does not clip.
+    on_epoch : callable, optional
+        Called after each epoch with the epoch number (1-based) and its mean loss,
+        for example to advance a progress bar.
 
     Returns
     -------
@@ -172,6 +176,8 @@ def train_epochs(
             total_targets,
             time.perf_counter() - started,
         )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epoch_loss)
     return epoch_loss
 
 

@@ -25,6 +25,7 @@ from server.roundtable import (
     format_row,
     render,
 )
+from tests.support.terminal import read_available
 
 DOMAINS = ("a", "b", "c")
 STATS = pb.DomainStats(n_users=10, n_items=20, n_interactions=100)
@@ -242,24 +243,6 @@ def test_progress_reports_latest_ndcg():
     assert federation.progress().valid_ndcg == {"a": 0.4}
 
 
-def _read_all(fd, timeout_s=5.0):
-    chunks = []
-    deadline = time.monotonic() + timeout_s
-    os.set_blocking(fd, False)
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            time.sleep(0.05)
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def test_display_draws_table_on_terminal():
     federation = _federation()
     primary, secondary = pty.openpty()
@@ -270,7 +253,7 @@ def test_display_draws_table_on_terminal():
     _run_task_with_upload(federation, "a")
     display.stop()
     stream.close()
-    output = _read_all(primary, timeout_s=1.0)
+    output = read_available(primary, timeout_s=1.0)
     os.close(primary)
 
     assert display.live
@@ -291,7 +274,7 @@ def test_display_logs_rows_off_terminal(caplog):
         time.sleep(0.3)
         display.stop()
     stream.close()
-    written = _read_all(read_end, timeout_s=1.0)
+    written = read_available(read_end, timeout_s=1.0)
     os.close(read_end)
 
     assert not display.live
@@ -319,7 +302,7 @@ def test_coordinator_draws_table_on_pty(tmp_path):
     process = _coordinator(tmp_path, secondary)
     os.close(secondary)
     _, errors = process.communicate(timeout=120)
-    output = _read_all(primary, timeout_s=2.0)
+    output = read_available(primary, timeout_s=2.0)
     os.close(primary)
 
     # No domain joins within join_s, so the run is aborted with exit code 1.
