@@ -3,7 +3,8 @@
 Every party is a separate OS process on loopback with mutual TLS. The script
 builds the domain folders and certificates, writes one config per process,
 starts them, waits, and prints the coordinator's table of federated versus
-local-only test metrics. Logs go to <out>/logs/.
+local-only test metrics. Logs go to <out>/logs/. On a terminal the coordinator
+draws its live round table there while the run goes on.
 """
 
 from __future__ import annotations
@@ -121,10 +122,16 @@ def main() -> int:
     )
     write_configs(out, domains, args.dataset)
 
-    print(f"==> starting the coordinator and {len(domains)} clients (logs in {logs})")
+    print(
+        f"==> starting the coordinator and {len(domains)} clients (logs in {logs})",
+        flush=True,
+    )
     port_file = out / "coordinator.address"
     port_file.unlink(missing_ok=True)
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # On a terminal the coordinator writes to it directly, so it draws the live
+    # round table and then prints the final table itself.
+    live = sys.stdout.isatty()
     coordinator_log = (logs / "coordinator.log").open("w")
     coordinator = subprocess.Popen(
         [
@@ -135,7 +142,7 @@ def main() -> int:
             "--port-file",
             str(port_file),
         ],
-        stdout=subprocess.PIPE,
+        stdout=None if live else subprocess.PIPE,
         stderr=coordinator_log,
         text=True,
         env=environment,
@@ -176,8 +183,9 @@ def main() -> int:
         print(f"see the logs in {logs}")
         return 1
 
-    print(f"\nTest metrics at each model's best validation round ({args.dataset}):")
-    print(table, end="")
+    if not live:
+        print(f"\nTest metrics at each model's best validation round ({args.dataset}):")
+        print(table, end="")
     print(f"\nwrote metrics.json, history.json and validation_ndcg.png to {out}")
     print(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
