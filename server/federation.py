@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import logging
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # How long one GetTask call waits for a new task before it returns WAIT.
 LONG_POLL_S = 5.0
+# Finished tasks that progress() returns.
+FINISHED_KEPT = 32
 
 
 class Stage(enum.Enum):
@@ -110,6 +113,10 @@ class TaskProgress:
     present: frozenset[str]
     dropped: frozenset[str]
     finished: bool
+    # Payload bytes of accepted uploads and of finished downloads since the
+    # task was published.
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,9 @@ class RunProgress:
     task: TaskProgress | None
     # Latest validation NDCG@10 each domain reported for the federated model.
     valid_ndcg: dict[str, float]
+    # The last FINISHED_KEPT finished tasks, oldest first, so a reader that
+    # polls less often than tasks finish still sees each one.
+    finished: tuple[TaskProgress, ...] = ()
 
 
 @dataclass
@@ -155,8 +165,13 @@ class Federation:
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS
         self._task: Task | None = None
-        # The task in flight or the last one, kept for progress().
+        # The task in flight or the last one, the byte counters when it was
+        # published, and the last finished tasks, all kept for progress().
         self._shown_task: Task | None = None
+        self._shown_bytes = (0, 0)
+        self._finished: collections.deque[TaskProgress] = collections.deque(
+            maxlen=FINISHED_KEPT
+        )
         self._abort_message = ""
         self._stopping = threading.Event()
         self.domains = _restore_domains(self.store)
@@ -366,7 +381,20 @@ class Federation:
                 joined=frozenset(self.domains),
                 task=self._task_progress(task) if task is not None else None,
                 valid_ndcg=ndcg,
+                finished=tuple(self._finished),
             )
+
+    def _publish(self, task: Task) -> None:
+        """Make ``task`` the current one; call with the lock held."""
+        self._task = task
+        self._shown_task = task
+        self._shown_bytes = self.metrics.byte_totals()
+        self._cond.notify_all()
+
+    def _retire(self, task: Task) -> None:
+        """End the current task and keep its final progress; call with the lock held."""
+        self._task = None
+        self._finished.append(self._task_progress(task))
 
     def _task_progress(self, task: Task) -> TaskProgress:
         finished = task is not self._task
@@ -386,6 +414,7 @@ class Federation:
             if task.kind == pb.TASK_KIND_FINISH:
                 stage = "done" if finished else "reports"
             present = frozenset(done) if finished else participants
+        bytes_in, bytes_out = self.metrics.byte_totals()
         return TaskProgress(
             task_id=task.task_id,
             kind=task.kind,
@@ -396,6 +425,8 @@ class Federation:
             present=present,
             dropped=participants - present,
             finished=finished,
+            bytes_in=bytes_in - self._shown_bytes[0],
+            bytes_out=bytes_out - self._shown_bytes[1],
         )
 
     def snapshot(self) -> dict[str, DomainRecord]:
@@ -551,9 +582,7 @@ class Federation:
         if task.secagg is not None:
             return self._run_secure_task(task, task.secagg, deadline_s)
         with self._cond:
-            self._task = task
-            self._shown_task = task
-            self._cond.notify_all()
+            self._publish(task)
             started = self._clock()
             deadline = started + deadline_s
             while not self._task_complete(task):
@@ -562,7 +591,7 @@ class Federation:
                     break
                 self._cond.wait(min(remaining, 1.0))
             done = self._completed(task)
-            self._task = None
+            self._retire(task)
             if self.stopping and not self._task_complete(task):
                 self._cond.notify_all()
                 raise StopRequestedError(
@@ -597,9 +626,7 @@ class Federation:
         stage_s = self.config.timeouts.stage_s
         try:
             with self._cond:
-                self._task = task
-                self._shown_task = task
-                self._cond.notify_all()
+                self._publish(task)
                 started = self._clock()
                 while session.stage not in (SecAggStage.COMPLETE, SecAggStage.FAILED):
                     limit = (
@@ -620,7 +647,7 @@ class Federation:
         finally:
             with self._cond:
                 session.fail()
-                self._task = None
+                self._retire(task)
                 done = (
                     set(session.survivors)
                     if session.stage is SecAggStage.COMPLETE

@@ -98,10 +98,26 @@ class CoordinatorMetrics:
         if participants > completed:
             self.dropouts.inc(participants - completed)
 
+    def byte_totals(self) -> tuple[int, int]:
+        """Return the payload bytes received and sent so far, over all RPCs."""
+        return _counter_total(self.received_bytes), _counter_total(self.sent_bytes)
+
     def record_round(self, round_index: int) -> None:
         """Record a committed training round."""
         self.rounds_completed.inc()
         self.round.set(round_index)
+
+
+def _counter_total(counter: Counter) -> int:
+    """Return the sum of a labelled counter over all its labels."""
+    return int(
+        sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    )
 
 
 def serve_metrics(metrics: CoordinatorMetrics, listen: str) -> WSGIServer:

@@ -1,7 +1,6 @@
 """The coordinator's live round table on a terminal, or one log line per task.
 
-A thread polls :meth:`Federation.progress` and the byte counters twice a
-second. On a terminal it redraws a table with one row per task (round,
+A thread polls :meth:`Federation.progress` twice a second. On a terminal it redraws a table with one row per task (round,
 stage, domains present, dropped, bytes in and out, latest validation NDCG@10
 per domain). Otherwise it logs one line per finished task.
 """
@@ -14,14 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from prometheus_client import Counter
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from common.pb import federation_pb2 as pb
 from common.terminal import is_terminal, logs_through
-from server.federation import Federation, RunProgress, TaskProgress
+from server.federation import FINISHED_KEPT, Federation, RunProgress, TaskProgress
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +41,6 @@ class Row:
     bytes_out: int = 0
     valid_ndcg: dict[str, float] = field(default_factory=dict)
     finished: bool = False
-    # Counter totals when the row was first seen; the row shows the difference.
-    base_in: int = 0
-    base_out: int = 0
 
 
 def task_label(task: TaskProgress) -> str:
@@ -64,47 +59,57 @@ class RoundTable:
         self.rows: list[Row] = []
         self.max_rows = max_rows
         self.progress: RunProgress | None = None
+        self._by_id: dict[str, Row] = {}
+        # Ids of finished tasks, oldest first, at least as many as a snapshot
+        # lists, so no finished task is counted twice.
+        self._done: dict[str, None] = {}
 
-    def update(self, progress: RunProgress, bytes_in: int, bytes_out: int) -> list[Row]:
-        """Fold in one snapshot and the byte totals so far.
+    def update(self, progress: RunProgress) -> list[Row]:
+        """Fold in one snapshot.
 
         Returns
         -------
         list[Row]
-            Rows that finished with this snapshot, each returned once: the
-            previous task's row when a new task started, and the current
-            task's row when it finished.
+            Rows whose task finished since the last snapshot, oldest first,
+            each returned once.
         """
         self.progress = progress
-        task = progress.task
-        if task is None:
-            return []
-        finished: list[Row] = []
-        row = self.rows[-1] if self.rows else None
-        if row is None or row.task_id != task.task_id:
-            if row is not None and not row.finished:
+        newly_finished = []
+        tasks = list(progress.finished)
+        if progress.task is not None and not progress.task.finished:
+            tasks.append(progress.task)
+        for task in tasks:
+            if task.task_id in self._done:
+                continue
+            row = self._row(task)
+            row.stage = task.stage
+            row.present = tuple(sorted(task.present))
+            row.dropped = tuple(sorted(task.dropped))
+            row.bytes_in = task.bytes_in
+            row.bytes_out = task.bytes_out
+            row.valid_ndcg = dict(progress.valid_ndcg)
+            if task.finished:
                 row.finished = True
-                finished.append(row)
-            row = Row(
-                task_id=task.task_id,
-                label=task_label(task),
-                base_in=bytes_in,
-                base_out=bytes_out,
-            )
+                newly_finished.append(row)
+                self._remember_done(task.task_id)
+        return newly_finished
+
+    def _remember_done(self, task_id: str) -> None:
+        self._done[task_id] = None
+        while len(self._done) > 2 * FINISHED_KEPT:
+            del self._done[next(iter(self._done))]
+
+    def _row(self, task: TaskProgress) -> Row:
+        """Return the row of ``task``, adding it (and dropping the oldest) if new."""
+        row = self._by_id.get(task.task_id)
+        if row is None:
+            row = Row(task_id=task.task_id, label=task_label(task))
+            self._by_id[task.task_id] = row
             self.rows.append(row)
+            for old in self.rows[: -self.max_rows]:
+                del self._by_id[old.task_id]
             del self.rows[: -self.max_rows]
-        if row.finished:
-            return finished
-        row.stage = task.stage
-        row.present = tuple(sorted(task.present))
-        row.dropped = tuple(sorted(task.dropped))
-        row.bytes_in = bytes_in - row.base_in
-        row.bytes_out = bytes_out - row.base_out
-        row.valid_ndcg = dict(progress.valid_ndcg)
-        if task.finished:
-            row.finished = True
-            finished.append(row)
-        return finished
+        return row
 
 
 def format_bytes(count: int) -> str:
@@ -165,18 +170,6 @@ def format_row(row: Row) -> str:
     )
 
 
-def counter_total(counter: Counter) -> int:
-    """Return the sum of a labelled counter over all its labels."""
-    return int(
-        sum(
-            sample.value
-            for metric in counter.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
-        )
-    )
-
-
 class RoundTableDisplay:
     """Draw the round table on ``stream`` while it is a terminal, else log rows.
 
@@ -213,12 +206,7 @@ class RoundTableDisplay:
         self._thread.join(timeout=10)
 
     def _poll(self) -> list[Row]:
-        metrics = self.federation.metrics
-        return self.table.update(
-            self.federation.progress(),
-            counter_total(metrics.received_bytes),
-            counter_total(metrics.sent_bytes),
-        )
+        return self.table.update(self.federation.progress())
 
     def _run(self) -> None:
         if not self.live:

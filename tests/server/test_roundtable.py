@@ -31,7 +31,14 @@ DOMAINS = ("a", "b", "c")
 STATS = pb.DomainStats(n_users=10, n_items=20, n_interactions=100)
 
 
-def _task(task_id="train-1", stage="masked_input", present=DOMAINS, finished=False):
+def _task(
+    task_id="train-1",
+    stage="masked_input",
+    present=DOMAINS,
+    finished=False,
+    bytes_in=0,
+    bytes_out=0,
+):
     return TaskProgress(
         task_id=task_id,
         kind=pb.TASK_KIND_TRAIN,
@@ -42,15 +49,22 @@ def _task(task_id="train-1", stage="masked_input", present=DOMAINS, finished=Fal
         present=frozenset(present),
         dropped=frozenset(DOMAINS) - frozenset(present),
         finished=finished,
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
     )
 
 
-def _progress(task, ndcg=None):
+def _done(task_id="train-1", present=("a", "b"), bytes_in=0):
+    return _task(task_id, "complete", present, finished=True, bytes_in=bytes_in)
+
+
+def _progress(task, ndcg=None, finished=()):
     return RunProgress(
         stage="training",
         joined=frozenset(DOMAINS),
         task=task,
         valid_ndcg=ndcg or {},
+        finished=tuple(finished),
     )
 
 
@@ -60,11 +74,10 @@ def _text(table, width=160):
     return console.export_text()
 
 
-def test_row_counts_bytes_since_task_start():
+def test_row_shows_task_bytes():
     table = RoundTable()
 
-    table.update(_progress(_task()), bytes_in=1000, bytes_out=5000)
-    table.update(_progress(_task()), bytes_in=1600, bytes_out=5900)
+    table.update(_progress(_task(bytes_in=600, bytes_out=900)))
 
     row = table.rows[-1]
     assert row.bytes_in == 600
@@ -73,33 +86,52 @@ def test_row_counts_bytes_since_task_start():
 
 def test_row_finishes_once():
     table = RoundTable()
-    table.update(_progress(_task()), 0, 0)
+    table.update(_progress(_task()))
 
-    done = _task(stage="complete", present=("a", "b"), finished=True)
-    first = table.update(_progress(done), 10, 20)
-    second = table.update(_progress(done), 30, 40)
+    done = _done(bytes_in=10)
+    first = table.update(_progress(done, finished=[done]))
+    second = table.update(_progress(done, finished=[done]))
 
     assert [row.task_id for row in first] == ["train-1"]
     assert second == []
+    assert first[0].stage == "complete"
     assert first[0].dropped == ("c",)
     assert first[0].bytes_in == 10
 
 
-def test_new_task_closes_unfinished_row():
+def test_missed_tasks_still_finish_in_order():
     table = RoundTable()
-    table.update(_progress(_task("train-1")), 0, 0)
+    table.update(_progress(_task("train-1")))
+    missed = [_done("train-1"), _done("train-2"), _done("train-3")]
 
-    finished = table.update(_progress(_task("train-2")), 0, 0)
+    finished = table.update(_progress(_task("train-4"), finished=missed))
 
-    assert [row.task_id for row in finished] == ["train-1"]
-    assert [row.label for row in table.rows] == ["round 1", "round 2"]
+    assert [row.task_id for row in finished] == ["train-1", "train-2", "train-3"]
+    assert [row.label for row in table.rows] == [
+        "round 1",
+        "round 2",
+        "round 3",
+        "round 4",
+    ]
+
+
+def test_trimmed_finished_row_not_repeated():
+    table = RoundTable(max_rows=2)
+    finished = [_done(f"train-{number}") for number in range(1, 5)]
+
+    first = table.update(_progress(None, finished=finished))
+    second = table.update(_progress(None, finished=finished))
+
+    assert len(first) == 4
+    assert second == []
+    assert [row.label for row in table.rows] == ["round 3", "round 4"]
 
 
 def test_rows_keep_latest_ndcg():
     table = RoundTable()
 
-    table.update(_progress(_task(), {"a": 0.1}), 0, 0)
-    table.update(_progress(_task(), {"a": 0.2, "b": 0.3}), 0, 0)
+    table.update(_progress(_task(), {"a": 0.1}))
+    table.update(_progress(_task(), {"a": 0.2, "b": 0.3}))
 
     assert table.rows[-1].valid_ndcg == {"a": 0.2, "b": 0.3}
 
@@ -108,7 +140,7 @@ def test_rows_trimmed_to_max():
     table = RoundTable(max_rows=3)
 
     for number in range(1, 6):
-        table.update(_progress(_task(f"train-{number}")), 0, 0)
+        table.update(_progress(_task(f"train-{number}")))
 
     assert [row.label for row in table.rows] == ["round 3", "round 4", "round 5"]
 
@@ -116,7 +148,7 @@ def test_rows_trimmed_to_max():
 def test_no_task_adds_no_row():
     table = RoundTable()
 
-    assert table.update(_progress(None), 0, 0) == []
+    assert table.update(_progress(None)) == []
     assert table.rows == []
 
 
@@ -136,8 +168,8 @@ def test_format_bytes(count, text):
 
 def test_render_shows_every_column():
     table = RoundTable()
-    table.update(_progress(_task(present=("a", "b")), {"a": 0.1234}), 0, 0)
-    table.update(_progress(_task(present=("a", "b")), {"a": 0.1234}), 1536, 2048)
+    task = _task(present=("a", "b"), bytes_in=1536, bytes_out=2048)
+    table.update(_progress(task, {"a": 0.1234}))
 
     text = _text(render(table, "demo", DOMAINS))
 
@@ -154,9 +186,8 @@ def test_render_shows_every_column():
 
 def test_format_row_is_one_line():
     table = RoundTable()
-    table.update(_progress(_task()), 0, 0)
-    done = _task(stage="complete", present=("a", "b"), finished=True)
-    (row,) = table.update(_progress(done, {"b": 0.5}), 2048, 0)
+    done = _done(bytes_in=2048)
+    (row,) = table.update(_progress(done, {"b": 0.5}, finished=[done]))
 
     line = format_row(row)
 
@@ -219,7 +250,8 @@ def test_progress_follows_plain_task():
     _upload(federation, "a")
     _upload(federation, "b")
     runner.join(10)
-    after = federation.progress().task
+    progress = federation.progress()
+    after = progress.task
 
     assert during.stage == "upload"
     assert during.present == frozenset(DOMAINS)
@@ -228,6 +260,7 @@ def test_progress_follows_plain_task():
     assert after.stage == "done"
     assert after.present == frozenset({"a", "b"})
     assert after.dropped == frozenset({"c"})
+    assert progress.finished == (after,)
 
 
 def test_progress_reports_latest_ndcg():
