@@ -14,7 +14,7 @@ BENCH_FLAGS ?=
 RECBOLE_VENV := bench/.venv-recbole
 RECBOLE_STAMP := $(RECBOLE_VENV)/.installed
 
-.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image
+.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image bench-soak
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ lint: $(STAMP)
 bench-secagg: $(STAMP)
 	-bench/.venv-flwr/bin/python -c 'import flwr' 2>/dev/null || ($(PYTHON) -m venv bench/.venv-flwr && bench/.venv-flwr/bin/python -m pip install --quiet --disable-pip-version-check flwr==1.42.0)
 	$(BIN)/python -m bench.secagg
+
+# 200 rounds of a small federation with the coordinator's RSS sampled each
+# round; writes bench/results/soak.json and the "Coordinator soak" section of
+# docs/benchmarks.md. Takes tens of minutes on 2 cores.
+bench-soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 # The container image (deploy/Dockerfile) on a wheelhouse made here; see deploy/README.md.
 image: $(STAMP)

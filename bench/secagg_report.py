@@ -19,13 +19,17 @@ DOCS_TITLE = (
 
 def write_section(path: Path, results: dict[str, Any]) -> None:
     """Replace the section under HEADING in ``path``, or append it, keeping the rest."""
-    section = render(results)
+    replace_section(path, HEADING, render(results))
+
+
+def replace_section(path: Path, heading: str, section: str) -> None:
+    """Replace the ``heading`` section of ``path`` with ``section``, or append it."""
     text = path.read_text() if path.exists() else DOCS_TITLE
-    start = text.find(HEADING + "\n")
+    start = text.find(heading + "\n")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(HEADING))
+        end = text.find("\n## ", start + len(heading))
         rest = text[end + 1 :] if end >= 0 else ""
         text = text[:start] + section + ("\n" + rest if rest else "")
     path.parent.mkdir(parents=True, exist_ok=True)
