@@ -1,8 +1,9 @@
 """The coordinator's live round table on a terminal, or one log line per task.
 
-A thread polls :meth:`Federation.progress` twice a second. On a terminal it redraws a table with one row per task (round,
-stage, domains present, dropped, bytes in and out, latest validation NDCG@10
-per domain). Otherwise it logs one line per finished task.
+A thread polls :meth:`Federation.progress` twice a second. On a terminal it
+redraws a table with one row per task (round, stage, domains present,
+dropped, bytes in and out, latest validation NDCG@10 per domain). Otherwise
+it logs one line per finished task.
 """
 
 from __future__ import annotations
@@ -209,6 +210,13 @@ class RoundTableDisplay:
         return self.table.update(self.federation.progress())
 
     def _run(self) -> None:
+        try:
+            self._show()
+        except Exception:
+            # The display must never stop the run, so it only logs its failure.
+            logger.exception("the round table failed and is off for this run")
+
+    def _show(self) -> None:
         if not self.live:
             while True:
                 stopping = self._stop.wait(self._poll_s)
