@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -129,28 +130,49 @@ def _ndcg(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def render(table: RoundTable, run_id: str, domains: Sequence[str]) -> Table:
-    """Build the rich table of ``table``'s rows, one NDCG@10 column per domain."""
+def render(
+    table: RoundTable,
+    run_id: str,
+    domains: Sequence[str],
+    max_rows: int | None = None,
+) -> Table:
+    """Build the rich table of the last ``max_rows`` rows (all when None).
+
+    Long cells are cut with an ellipsis instead of wrapped, so each task stays
+    on one line of a narrow terminal. Present is ``taking part/participants``,
+    and each domain has a column of its latest validation NDCG@10.
+    """
     progress = table.progress
     stage = progress.stage if progress is not None else "starting"
     joined = sorted(progress.joined) if progress is not None else []
     view = Table(
         title=f"run {run_id}: {stage}, joined {len(joined)} of {len(domains)}",
         title_justify="left",
+        caption="domain columns: latest validation NDCG@10",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
     )
-    view.add_column("task")
-    view.add_column("stage")
-    view.add_column("present")
-    view.add_column("dropped")
-    view.add_column("in", justify="right")
-    view.add_column("out", justify="right")
+    # On a narrow terminal the stage and dropped columns give way first.
+    view.add_column("task", no_wrap=True)
+    view.add_column("stage", overflow="ellipsis", max_width=17)
+    view.add_column("present", justify="right", no_wrap=True)
+    view.add_column("dropped", overflow="ellipsis")
+    view.add_column("in", justify="right", no_wrap=True)
+    view.add_column("out", justify="right", no_wrap=True)
     for domain in domains:
-        view.add_column(f"N@10 {domain}", justify="right")
-    for row in table.rows:
+        view.add_column(
+            domain, justify="right", no_wrap=True, overflow="ellipsis", min_width=6
+        )
+    rows = table.rows if max_rows is None else table.rows[-max(1, max_rows) :]
+    for row in rows:
+        participants = len(row.present) + len(row.dropped)
         view.add_row(
             row.label,
             row.stage,
-            ",".join(row.present) or "-",
+            f"{len(row.present)}/{participants}",
             ",".join(row.dropped) or "-",
             format_bytes(row.bytes_in),
             format_bytes(row.bytes_out),
@@ -226,9 +248,15 @@ class RoundTableDisplay:
                     return
         config = self.federation.config
         console = Console(file=self._stream, force_terminal=True)
+        # Title, header and rule take 4 lines; leave a few for log lines.
+        fit = max(1, console.size.height - 8)
+
+        def view() -> Table:
+            return render(self.table, config.run_id, config.domains, fit)
+
         with (
             Live(
-                render(self.table, config.run_id, config.domains),
+                view(),
                 console=console,
                 auto_refresh=False,
                 redirect_stdout=False,
@@ -239,8 +267,6 @@ class RoundTableDisplay:
             while True:
                 stopping = self._stop.wait(self._poll_s)
                 self._poll()
-                live.update(
-                    render(self.table, config.run_id, config.domains), refresh=True
-                )
+                live.update(view(), refresh=True)
                 if stopping:
                     return

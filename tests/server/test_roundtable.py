@@ -174,14 +174,30 @@ def test_render_shows_every_column():
     text = _text(render(table, "demo", DOMAINS))
 
     assert "run demo: training, joined 3 of 3" in text
-    for header in ("task", "stage", "present", "dropped", "in", "out", "N@10 c"):
+    assert "domain columns: latest validation NDCG@10" in text
+    for header in ("task", "stage", "present", "dropped", "in", "out", "c"):
         assert header in text
     assert "round 1" in text
     assert "masked_input" in text
-    assert "a,b" in text
+    assert "2/3" in text
     assert "1.5 KiB" in text
     assert "2.0 KiB" in text
     assert "0.1234" in text
+
+
+def test_render_keeps_last_rows_unwrapped():
+    table = RoundTable()
+    for number in range(1, 6):
+        done = _done(f"train-{number}", bytes_in=5 * 2**20)
+        table.update(_progress(done, {"a": 0.5}, finished=[done]))
+
+    text = _text(render(table, "narrow", DOMAINS, max_rows=2), width=80)
+    lines = [line for line in text.splitlines() if "round" in line]
+
+    assert len(lines) == 2
+    assert "round 4" in lines[0]
+    assert "5.0 MiB" in lines[0]
+    assert "round 5" in lines[1]
 
 
 def test_format_row_is_one_line():
@@ -292,7 +308,7 @@ def test_display_draws_table_on_terminal():
     assert display.live
     assert "run table" in output
     assert "round 1" in output
-    assert "N@10 a" in output
+    assert "latest validation NDCG@10" in output
 
 
 def test_display_logs_rows_off_terminal(caplog):
@@ -341,7 +357,7 @@ def test_coordinator_draws_table_on_pty(tmp_path):
     # No domain joins within join_s, so the run is aborted with exit code 1.
     assert process.returncode == 1, errors.decode()[-2000:]
     assert "run tty: waiting_for_domains, joined 0 of 1" in output
-    assert "N@10 a" in output
+    assert "latest validation NDCG@10" in output
 
 
 def test_coordinator_prints_no_table_to_pipe(tmp_path):
@@ -349,6 +365,6 @@ def test_coordinator_prints_no_table_to_pipe(tmp_path):
     output, errors = process.communicate(timeout=120)
 
     assert process.returncode == 1, errors.decode()[-2000:]
-    assert b"N@10" not in output
+    assert b"NDCG@10" not in output
     assert b"joined 0 of 1" not in output
     assert b"0 of 1 domains joined within" in errors
