@@ -18,7 +18,7 @@ EpochCallback = Callable[[int, float], None]
 
 
 def _ignore_epoch(epoch: int, loss: float) -> None:
-    """Accept an epoch report and draw nothing, for output that is no terminal."""
+    """Accept an epoch report and draw nothing, for output that is not a terminal."""
 
 
 class EpochProgress:
