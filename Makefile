@@ -14,7 +14,7 @@ BENCH_FLAGS ?=
 RECBOLE_VENV := bench/.venv-recbole
 RECBOLE_STAMP := $(RECBOLE_VENV)/.installed
 
-.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image bench-serve bench-privacy
+.PHONY: demo test lint proto clean bench-secagg bench-quality bench-recbole-env image bench-serve bench-privacy bench-soak
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench-secagg: $(STAMP)
 # "Recommendation serving" section of docs/benchmarks.md.
 bench-serve: $(STAMP)
 	$(BIN)/python -m bench.serve
+
+# 200 rounds of a small federation with the coordinator's RSS sampled each
+# round; writes bench/results/soak.json and the "Coordinator soak" section of
+# docs/benchmarks.md. Takes tens of minutes on 2 cores.
+bench-soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 # The container image (deploy/Dockerfile) on a wheelhouse made here; see deploy/README.md.
 image: $(STAMP)

@@ -15,6 +15,7 @@ from client.connection import CoordinatorClient, StaleTaskError
 from client.data import DomainData, Split
 from client.itemcodes import cluster_stats, moment_stats
 from client.privacy import DomainPrivacy
+from client.progress import EpochProgress
 from client.secagg import Identity, RefusalError, load_identity
 from client.session import (
     ITEM_IDS_KEY,
@@ -68,6 +69,8 @@ class DomainClient:
         self.secagg = pb.SecAggConfig()
         self.dp = PrivacyConfig()
         self.identity: Identity | None = load_identity(config.tls)
+        # Bars on a terminal; log lines alone otherwise.
+        self.progress = EpochProgress(config.domain)
 
     def run(self) -> None:
         """Join and serve tasks; raise RunAbortedError if the run is aborted."""
@@ -173,10 +176,13 @@ class DomainClient:
         upload = self._begin_upload(task)
         state = self._load(task)
         self._evaluate_and_report(state, task.round - 1, final=False)
-        try:
-            vector = state.train_round()
-        except PrivacySettingError as error:
-            raise RunAbortedError(str(error)) from None
+        _, train_config = self._configs()
+        label = f"round {task.round}"
+        with self.progress.epochs(label, train_config.local_epochs) as on_epoch:
+            try:
+                vector = state.train_round(on_epoch)
+            except PrivacySettingError as error:
+                raise RunAbortedError(str(error)) from None
         self._upload(task, upload, vector)
 
     def _begin_upload(self, task: pb.GetTaskResponse) -> PlainUpload | SecureUpload:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,8 +128,12 @@ class DomainModel:
         }
         load_global_state_dict(self.model, state)
 
-    def train_round(self) -> np.ndarray:
+    def train_round(
+        self, on_epoch: Callable[[int, float], None] | None = None
+    ) -> np.ndarray:
         """Train the local epochs of one round and return the upload vector.
+
+        ``on_epoch`` is called after each epoch with its number and mean loss.
 
         Returns
         -------
@@ -153,6 +158,7 @@ class DomainModel:
                 self.train_config.local_epochs,
                 self.generator,
                 share_loss=self.share_loss,
+                on_epoch=on_epoch,
             )
         after = global_state_dict(self.model)
         if self.private is not None and self.private.adds_update_noise:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,6 +129,7 @@ def train_epochs(
     *,
     max_grad_norm: float | None = None,
     share_loss: BatchShareLoss | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> float:
     """Train ``model`` for ``epochs`` passes over the domain's sequences.
 
@@ -144,6 +145,9 @@ def train_epochs(
     share_loss : BatchShareLoss, optional
         When given, this process trains only its share of each batch, as one of
         several data-parallel processes. The default None trains on every row.
+    on_epoch : callable, optional
+        Called after each epoch with the epoch number (1-based) and its mean loss,
+        for example to advance a progress bar.
 
     Returns
     -------
@@ -204,6 +208,8 @@ def train_epochs(
             total_targets,
             time.perf_counter() - started,
         )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epoch_loss)
     return epoch_loss
 
 

@@ -402,6 +402,9 @@ class CoordinatorConfig:
     store: Path | None = None
     # host:port of the Prometheus endpoint; empty turns it off.
     metrics_listen: str = ""
+    # Serve gRPC server reflection, so grpcurl and similar tools can list the
+    # services without the .proto files.
+    reflection: bool = False
     min_domains: int = 0
     tls: TLSConfig = field(default_factory=TLSConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)

@@ -5,7 +5,8 @@ builds the domain folders and certificates, writes one config per process,
 starts them, waits, and prints the coordinator's table of federated versus
 local-only test metrics. It ends with `fedcdr-client recommend` for the first
 user of the first domain, from that domain's saved model. Logs go to
-<out>/logs/.
+<out>/logs/. On a terminal, the coordinator draws its live round table while
+the run goes on.
 """
 
 from __future__ import annotations
@@ -143,10 +144,16 @@ def main() -> int:
     )
     write_configs(out, domains, args.dataset)
 
-    print(f"==> starting the coordinator and {len(domains)} clients (logs in {logs})")
+    print(
+        f"==> starting the coordinator and {len(domains)} clients (logs in {logs})",
+        flush=True,
+    )
     port_file = out / "coordinator.address"
     port_file.unlink(missing_ok=True)
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # On a terminal the coordinator writes to it directly, so it draws the live
+    # round table and then prints the final table itself.
+    live = sys.stdout.isatty()
     coordinator_log = (logs / "coordinator.log").open("w")
     coordinator = subprocess.Popen(
         [
@@ -157,7 +164,7 @@ def main() -> int:
             "--port-file",
             str(port_file),
         ],
-        stdout=subprocess.PIPE,
+        stdout=None if live else subprocess.PIPE,
         stderr=coordinator_log,
         text=True,
         env=environment,
@@ -198,8 +205,9 @@ def main() -> int:
         print(f"see the logs in {logs}")
         return 1
 
-    print(f"\nTest metrics at each model's best validation round ({args.dataset}):")
-    print(table, end="")
+    if not live:
+        print(f"\nTest metrics at each model's best validation round ({args.dataset}):")
+        print(table, end="")
     print(f"\nwrote metrics.json, history.json and validation_ndcg.png to {out}")
     print()
     print(recommend_for_demo_user(out, domains[0]), end="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import logging
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # How long one GetTask call waits for a new task before it returns WAIT.
 LONG_POLL_S = 5.0
+# Finished tasks that progress() returns.
+FINISHED_KEPT = 32
 
 
 class Stage(enum.Enum):
@@ -96,6 +99,41 @@ class Task:
         return response
 
 
+@dataclass(frozen=True)
+class TaskProgress:
+    """State of the task in flight, or of the last one, for the round table."""
+
+    task_id: str
+    kind: int
+    round: int
+    step: int
+    # The aggregation stage in flight (``masked_input``), or how it ended.
+    stage: str
+    participants: frozenset[str]
+    # Participants still taking part, or whose input the finished task contains.
+    present: frozenset[str]
+    dropped: frozenset[str]
+    finished: bool
+    # Payload bytes of accepted uploads and of finished downloads since the
+    # task was published.
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Snapshot of a run for the round table, taken under the federation's lock."""
+
+    stage: str
+    joined: frozenset[str]
+    task: TaskProgress | None
+    # Latest validation NDCG@10 each domain reported for the federated model.
+    valid_ndcg: dict[str, float]
+    # The last FINISHED_KEPT finished tasks, oldest first, so a reader that
+    # polls less often than tasks finish still sees each one.
+    finished: tuple[TaskProgress, ...] = ()
+
+
 @dataclass
 class DomainRecord:
     """Record of a joined domain: its size, its reports and its progress flags."""
@@ -131,6 +169,13 @@ class Federation:
         self._cond = threading.Condition()
         self._stage = Stage.WAITING_FOR_DOMAINS
         self._task: Task | None = None
+        # The task in flight or the last one, the byte counters when it was
+        # published, and the last finished tasks, all kept for progress().
+        self._shown_task: Task | None = None
+        self._shown_bytes = (0, 0)
+        self._finished: collections.deque[TaskProgress] = collections.deque(
+            maxlen=FINISHED_KEPT
+        )
         self._abort_message = ""
         self._stopping = threading.Event()
         self.domains = _restore_domains(self.store)
@@ -324,6 +369,70 @@ class Federation:
                 record.final.add(request.model)
             self._cond.notify_all()
 
+    def progress(self) -> RunProgress:
+        """Return the run's stage, joined domains, task state and latest NDCG@10."""
+        with self._cond:
+            task = self._shown_task
+            ndcg = {}
+            for domain, record in self.domains.items():
+                history = record.reports.get("federated")
+                if history:
+                    latest = history[max(history)]
+                    if "ndcg@10" in latest.valid:
+                        ndcg[domain] = latest.valid["ndcg@10"]
+            return RunProgress(
+                stage=self._stage.value,
+                joined=frozenset(self.domains),
+                task=self._task_progress(task) if task is not None else None,
+                valid_ndcg=ndcg,
+                finished=tuple(self._finished),
+            )
+
+    def _publish(self, task: Task) -> None:
+        """Make ``task`` the current one; call with the lock held."""
+        self._task = task
+        self._shown_task = task
+        self._shown_bytes = self.metrics.byte_totals()
+        self._cond.notify_all()
+
+    def _retire(self, task: Task) -> None:
+        """End the current task and keep its final progress; call with the lock held."""
+        self._task = None
+        self._finished.append(self._task_progress(task))
+
+    def _task_progress(self, task: Task) -> TaskProgress:
+        finished = task is not self._task
+        participants = frozenset(task.participants)
+        session = task.secagg
+        if session is not None:
+            stage = session.stage.name.lower()
+            if session.stage is SecAggStage.COMPLETE:
+                present = frozenset(session.survivors)
+            elif session.stage is SecAggStage.ADVERTISE_KEYS:
+                present = participants
+            else:
+                present = frozenset(session.expected() | session.acted())
+        else:
+            done = self._completed(task)
+            stage = "done" if finished else "upload"
+            if task.kind == pb.TASK_KIND_FINISH:
+                stage = "done" if finished else "reports"
+            present = frozenset(done) if finished else participants
+        bytes_in, bytes_out = self.metrics.byte_totals()
+        return TaskProgress(
+            task_id=task.task_id,
+            kind=task.kind,
+            round=task.round,
+            step=task.step,
+            stage=stage,
+            participants=participants,
+            present=present,
+            dropped=participants - present,
+            finished=finished,
+            bytes_in=bytes_in - self._shown_bytes[0],
+            bytes_out=bytes_out - self._shown_bytes[1],
+        )
+
     def snapshot(self) -> dict[str, DomainRecord]:
         """Return a deep copy of the domain records, taken under the lock."""
         with self._cond:
@@ -477,8 +586,7 @@ class Federation:
         if task.secagg is not None:
             return self._run_secure_task(task, task.secagg, deadline_s)
         with self._cond:
-            self._task = task
-            self._cond.notify_all()
+            self._publish(task)
             started = self._clock()
             deadline = started + deadline_s
             while not self._task_complete(task):
@@ -487,7 +595,7 @@ class Federation:
                     break
                 self._cond.wait(min(remaining, 1.0))
             done = self._completed(task)
-            self._task = None
+            self._retire(task)
             if self.stopping and not self._task_complete(task):
                 self._cond.notify_all()
                 raise StopRequestedError(
@@ -522,8 +630,7 @@ class Federation:
         stage_s = self.config.timeouts.stage_s
         try:
             with self._cond:
-                self._task = task
-                self._cond.notify_all()
+                self._publish(task)
                 started = self._clock()
                 while session.stage not in (SecAggStage.COMPLETE, SecAggStage.FAILED):
                     limit = (
@@ -544,7 +651,7 @@ class Federation:
         finally:
             with self._cond:
                 session.fail()
-                self._task = None
+                self._retire(task)
                 done = (
                     set(session.survivors)
                     if session.stage is SecAggStage.COMPLETE

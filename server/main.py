@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from common import tls
 from common.atomic import write_text_atomic
@@ -40,6 +41,7 @@ from server.revocation import Revocations
 from server.report import format_table
 from server.secagg import MIN_PRIVATE_DOMAINS
 from server.rounds import RoundLoop
+from server.roundtable import RoundTableDisplay
 from server.servicer import CoordinatorServicer
 from server.status import format_status
 from server.store import RunStore, StoreError
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="serve without TLS and trust the domain each request names (tests only)",
+    )
+    run.add_argument(
+        "--reflection",
+        action="store_true",
+        help="serve gRPC server reflection, overrides `reflection` (off by default)",
     )
 
     status = commands.add_parser(
@@ -148,6 +155,8 @@ def _load_config(args: argparse.Namespace) -> CoordinatorConfig:
         changes["state_dir"] = args.state_dir
     if args.store:
         changes["store"] = args.store
+    if getattr(args, "reflection", False):
+        changes["reflection"] = True
     return dataclasses.replace(config, **changes) if changes else config
 
 
@@ -229,9 +238,13 @@ def _serve(
     )
     _warn_about_privacy(config)
 
+    # A live table when stdout is a terminal, one log line per task otherwise.
+    display = RoundTableDisplay(federation, sys.stdout)
+    display.start()
     code = EXIT_OK
     try:
         summary = RoundLoop(config, federation).run()
+        display.stop()
         print(format_table(summary), flush=True)
     except StopRequestedError:
         code = EXIT_STOPPED
@@ -243,6 +256,7 @@ def _serve(
         logger.exception("run=%s failed", config.run_id)
         code = EXIT_ABORTED
     finally:
+        display.stop()
         # A client may be busy training; give it a round's deadline to see the end.
         if not federation.stopping:
             federation.wait_until_clients_saw_end(config.timeouts.round_s)
@@ -346,6 +360,19 @@ def _warn_about_privacy(config: CoordinatorConfig) -> None:
         )
 
 
+def _enable_reflection(server: grpc.Server) -> None:
+    """Serve the reflection service, which lists the coordinator, health and
+    reflection services and their message types to every caller that passes
+    the TLS handshake."""
+    names = (
+        SERVICE_NAME,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    logger.info("gRPC server reflection is on for %s", ", ".join(names))
+
+
 def _start_server(
     config: CoordinatorConfig,
     federation: Federation,
@@ -364,6 +391,8 @@ def _start_server(
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        _enable_reflection(server)
 
     host = config.listen.rsplit(":", 1)[0]
     if config.tls.insecure:

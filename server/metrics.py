@@ -120,10 +120,26 @@ class CoordinatorMetrics:
         if "aggregate_epsilon" in record:
             self.privacy_aggregate_epsilon.set(record["aggregate_epsilon"])
 
+    def byte_totals(self) -> tuple[int, int]:
+        """Return the payload bytes received and sent so far, over all RPCs."""
+        return _counter_total(self.received_bytes), _counter_total(self.sent_bytes)
+
     def record_round(self, round_index: int) -> None:
         """Record a committed training round."""
         self.rounds_completed.inc()
         self.round.set(round_index)
+
+
+def _counter_total(counter: Counter) -> int:
+    """Return the sum of a labelled counter over all its labels."""
+    return int(
+        sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    )
 
 
 def serve_metrics(metrics: CoordinatorMetrics, listen: str) -> WSGIServer:

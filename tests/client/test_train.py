@@ -317,3 +317,24 @@ def test_prompt_tuning_leaves_global_part_unchanged() -> None:
 
     for name, tensor in model.global_part.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+def test_train_epochs_reports_each_epoch() -> None:
+    model = make_model()
+    optimizer = make_optimizer(model, TRAIN)
+    generator = torch.Generator().manual_seed(0)
+    reports: list[tuple[int, float]] = []
+
+    last = train_epochs(
+        model,
+        cycle_sequences(24, 9),
+        TRAIN,
+        optimizer,
+        3,
+        generator,
+        on_epoch=lambda epoch, loss: reports.append((epoch, loss)),
+    )
+
+    assert [epoch for epoch, _ in reports] == [1, 2, 3]
+    assert reports[-1][1] == last
+    assert all(math.isfinite(loss) for _, loss in reports)

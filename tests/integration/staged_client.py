@@ -8,9 +8,13 @@ and after its masked input is accepted it writes ``<task>.uploaded``. It saves
 the plain vector it is about to mask as ``<task>.npy``. When the environment
 variable FEDCDR_TEST_HOLD is ``<task>.<step>``, the client writes
 ``<task>.<step>.held`` at that step and sleeps there until it is killed.
+When FEDCDR_TEST_PAUSE is ``<task>.<step>``, the client writes
+``<task>.<step>.paused`` there and stops itself with SIGSTOP; it goes on with
+the step once it receives SIGCONT.
 """
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from client.aggregation import SecureUpload
 
 MARKERS = Path(sys.argv[1])
 HOLD = os.environ.get("FEDCDR_TEST_HOLD", "")
+PAUSE = os.environ.get("FEDCDR_TEST_PAUSE", "")
 
 
 def _step(task_id: str, step: str) -> None:
@@ -30,6 +35,9 @@ def _step(task_id: str, step: str) -> None:
         (MARKERS / f"{task_id}.{step}.held").touch()
         while True:
             time.sleep(60)
+    if PAUSE == f"{task_id}.{step}":
+        (MARKERS / f"{task_id}.{step}.paused").touch()
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class StagedUpload(SecureUpload):

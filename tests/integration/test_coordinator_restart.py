@@ -110,9 +110,10 @@ def _wait_for_marker(path: Path, process, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def restarted_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("restarts")
+def run_with_kills(root: Path, kill_points: tuple[str, ...]) -> dict:
+    """Run the federation in ``root``, killing the coordinator with SIGKILL at
+    each of ``kill_points`` in turn and starting it again with the same config.
+    """
     data = root / "data"
     for seed, domain in enumerate(DOMAINS):
         _write_domain(data, domain, seed)
@@ -140,7 +141,7 @@ def restarted_run(tmp_path_factory):
     started = time.monotonic()
     try:
         coordinator, address = _start_coordinator(
-            root, config_path, port, KILL_POINTS[0]
+            root, config_path, port, kill_points[0] if kill_points else None
         )
         for domain in DOMAINS:
             _client_config(
@@ -150,14 +151,14 @@ def restarted_run(tmp_path_factory):
                 certs / "domains" / domain,
             )
             clients[domain] = _start_client(root, domain, address, hold=None)
-        for index, point in enumerate(KILL_POINTS):
+        for index, point in enumerate(kill_points):
             marker = (
                 root / "markers" / "coordinator" / (point.replace(":", ".") + ".held")
             )
             _wait_for_marker(marker, coordinator, 120)
             coordinator.send_signal(signal.SIGKILL)
             kill_codes.append(coordinator.wait(30))
-            following = KILL_POINTS[index + 1] if index + 1 < len(KILL_POINTS) else None
+            following = kill_points[index + 1] if index + 1 < len(kill_points) else None
             coordinator, _ = _start_coordinator(root, config_path, port, following)
         coordinator.wait(180)
         for process in clients.values():
@@ -176,6 +177,11 @@ def restarted_run(tmp_path_factory):
         "seconds": time.monotonic() - started,
         "store": root / "coordinator" / "state" / "run.sqlite",
     }
+
+
+@pytest.fixture(scope="module")
+def restarted_run(tmp_path_factory):
+    return run_with_kills(tmp_path_factory.mktemp("restarts"), KILL_POINTS)
 
 
 def _query(store: Path, sql: str) -> list:

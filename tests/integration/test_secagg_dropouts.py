@@ -60,10 +60,15 @@ def _coordinator_config(path: Path, certs: Path) -> None:
     )
 
 
-def _start_client(root: Path, domain: str, address: str, hold: str | None):
-    env = {k: v for k, v in os.environ.items() if k != "FEDCDR_TEST_HOLD"}
+def _start_client(
+    root: Path, domain: str, address: str, hold: str | None, pause: str | None = None
+):
+    test_variables = ("FEDCDR_TEST_HOLD", "FEDCDR_TEST_PAUSE")
+    env = {k: v for k, v in os.environ.items() if k not in test_variables}
     if hold:
         env["FEDCDR_TEST_HOLD"] = hold
+    if pause:
+        env["FEDCDR_TEST_PAUSE"] = pause
     log = open(root / "clients" / domain / "client.log", "a")  # noqa: SIM115
     return subprocess.Popen(
         [
