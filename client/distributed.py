@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -343,7 +343,9 @@ class ShardedDomainModel(DomainModel):
             torch.manual_seed((seed + 1_000_003 * group.rank) % 2**31)
         self.share_loss = ShardedLoss(self.model, group)
 
-    def train_round(self) -> np.ndarray:
+    def train_round(
+        self, on_epoch: Callable[[int, float], None] | None = None
+    ) -> np.ndarray:
         """Bring every rank to rank 0's global weights, then train one round."""
         if self.group.rank == 0:
             self.group.send_command({"command": "train"})
@@ -356,7 +358,7 @@ class ShardedDomainModel(DomainModel):
             ):
                 parameter.copy_(values.view_as(parameter))
         try:
-            return super().train_round()
+            return super().train_round(on_epoch)
         except DistributedError:
             raise
         except RuntimeError as error:
