@@ -43,9 +43,9 @@ def _held_close_stage(self, task_id):
 _commit = RunStore.commit
 
 
-def _held_commit(self, task_id, kind, number, checkpoint, survivors):
+def _held_commit(self, task_id, *args, **kwargs):
     _hold_at(task_id, "checkpoint")
-    result = _commit(self, task_id, kind, number, checkpoint, survivors)
+    result = _commit(self, task_id, *args, **kwargs)
     _hold_at(task_id, "committed")
     return result
 
