@@ -188,7 +188,8 @@ def test_export_for_recbole_keeps_split(tmp_path):
 
 def test_run_study_parallel_matches_serial():
     domains = [make_domain(name, i) for i, name in enumerate(("books", "films"))]
-    config = StudyConfig(MODEL, TRAIN, PROMPT, (0, 1), ("local_only", "federated"))
+    train = TrainConfig(rounds=1, local_epochs=1, batch_size=16, kmeans_iterations=2)
+    config = StudyConfig(MODEL, train, PROMPT, (0, 1), ("local_only", "federated"))
 
     serial, serial_curves = run_study(domains, config, jobs=1)
     parallel, parallel_curves = run_study(domains, config, jobs=2)
