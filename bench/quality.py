@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompt-epochs", type=int, default=PromptConfig().epochs)
     parser.add_argument(
+        "--prompt-lr",
+        type=float,
+        default=PromptConfig().learning_rate,
+        help="learning rate of the prompt parameters in prompt tuning",
+    )
+    parser.add_argument(
         "--scoring",
         choices=("cosine", "dot"),
         default=ModelConfig().scoring,
@@ -379,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         results_dir = results_dir / "quick"
     prompt = PromptConfig(
         epochs=args.prompt_epochs,
+        learning_rate=args.prompt_lr,
         finetune_global=tuple(args.finetune_global),
         finetune_learning_rate=args.finetune_lr,
     )
