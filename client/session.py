@@ -196,7 +196,7 @@ class DomainModel:
             self.model.load_state_dict(self.best_state)
 
     def tune_prompts(self, round_index: int) -> list[Evaluation]:
-        """Train the local prompt with the global part frozen, keep the best epoch.
+        """Train the local prompt on the pre-trained global part, keep the best epoch.
 
         Runs ``prompt.epochs`` epochs with AdamW at ``prompt.learning_rate`` over
         the local parameters, evaluating after each. The global groups named by
@@ -232,16 +232,13 @@ class DomainModel:
         # except the groups that prompt.finetune_global names.
         self.model.global_part.requires_grad_(False)
         self.model.set_prompt_active(True)
-        tuning = dataclasses.replace(
-            self.train_config, learning_rate=self.prompt_config.learning_rate
-        )
         optimizer = self._tuning_optimizer(self.model.local_part)
         try:
             for epoch in range(1, epochs + 1):
                 self.last_train_loss = train_epochs(
                     self.model,
                     self.split.train,
-                    tuning,
+                    self.train_config,
                     optimizer,
                     1,
                     self.generator,
