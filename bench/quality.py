@@ -12,9 +12,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import multiprocessing
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from client.data import load_domain
 from client.itemcodes import embed_items
 from client.movielens import build_movielens_domains
 from client.split import Split, split_leave_one_out
-from common.config import ModelConfig, PromptConfig, TrainConfig
+from common.config import CLIP_GROUPS, ModelConfig, PromptConfig, TrainConfig
 
 logger = logging.getLogger("bench.quality")
 
@@ -73,15 +76,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompt-epochs", type=int, default=PromptConfig().epochs)
     parser.add_argument(
+        "--prompt-lr",
+        type=float,
+        default=PromptConfig().learning_rate,
+        help="learning rate of the prompt parameters in prompt tuning",
+    )
+    parser.add_argument(
         "--scoring",
         choices=("cosine", "dot"),
         default=ModelConfig().scoring,
         help="scoring function of every variant",
     )
     parser.add_argument(
+        "--n-subspaces",
+        type=int,
+        default=ModelConfig().n_subspaces,
+        help="codebook sub-spaces D of every variant",
+    )
+    parser.add_argument(
+        "--n-centroids",
+        type=int,
+        default=ModelConfig().n_centroids,
+        help="codebook centroids M per sub-space of every variant",
+    )
+    parser.add_argument(
+        "--finetune-global",
+        nargs="*",
+        choices=CLIP_GROUPS,
+        default=list(PromptConfig().finetune_global),
+        help="global groups that the prompt variants fine-tune locally "
+        "(none: the global part stays frozen)",
+    )
+    parser.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=PromptConfig().finetune_learning_rate,
+        help="learning rate of the fine-tuned global groups",
+    )
+    parser.add_argument(
         "--sparse",
         action="store_true",
-        help=f"also run the sparse-domain scenario ({SPARSE_FRACTION:.0%} of one domain's users)",
+        help=f"also run the sparse-domain scenario ({SPARSE_FRACTION * 100:.0f}%% of one domain's users)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny subset, 1 seed, 2 rounds"
@@ -94,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "`make bench-recbole-env`)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch and faiss threads"
+        "--threads", type=int, default=1, help="torch and faiss threads per process"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="seeds run in parallel, one process each with --threads threads",
     )
     parser.add_argument(
         "--work",
@@ -220,11 +261,33 @@ def run_recbole(
 
 
 def run_study(
-    domains: list[Domain], config: StudyConfig
+    domains: list[Domain], config: StudyConfig, jobs: int = 1, threads: int = 1
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run all seeds; return the summary and the validation curves of the first seed."""
-    runs = [run_seed(domains, config, seed) for seed in config.seeds]
+    """Run all seeds; return the summary and the validation curves of the first seed.
+
+    With ``jobs > 1`` the seeds run in that many worker processes, each limited
+    to ``threads`` threads. A seed's result does not depend on where it runs.
+    """
+    if jobs > 1 and len(config.seeds) > 1:
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(config.seeds)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(threads,),
+        ) as pool:
+            runs = list(
+                pool.map(run_seed, repeat(domains), repeat(config), config.seeds)
+            )
+    else:
+        runs = [run_seed(domains, config, seed) for seed in config.seeds]
     return summarize(runs), validation_curves(runs[0])
+
+
+def _start_worker(threads: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("client").setLevel(logging.WARNING)
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
 
 
 def run_sparse(domains: list[Domain], config: StudyConfig) -> dict[str, Any]:
@@ -302,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     train = SCHEDULES[args.dataset]
-    model = ModelConfig(scoring=args.scoring)
+    model = ModelConfig(
+        scoring=args.scoring,
+        n_subspaces=args.n_subspaces,
+        n_centroids=args.n_centroids,
+    )
     seeds = tuple(args.seeds)
     results_dir = args.results
     domains = load_domains(args.dataset, args.domains, args.work)
@@ -316,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
             subsample_users(d, QUICK_USERS / len(d.split.train), 0) for d in domains
         ]
         results_dir = results_dir / "quick"
-    prompt = PromptConfig(epochs=args.prompt_epochs)
+    prompt = PromptConfig(
+        epochs=args.prompt_epochs,
+        learning_rate=args.prompt_lr,
+        finetune_global=tuple(args.finetune_global),
+        finetune_learning_rate=args.finetune_lr,
+    )
     config = StudyConfig(model, train, prompt, seeds, tuple(args.variants))
     results_dir.mkdir(parents=True, exist_ok=True)
 
-    summary, curves = run_study(domains, config)
+    summary, curves = run_study(domains, config, args.jobs, args.threads)
     entry: dict[str, Any] = {
         "quick": args.quick,
         "seeds": list(seeds),

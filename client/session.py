@@ -229,13 +229,15 @@ class DomainModel:
             self.model.load_state_dict(self.best_state)
 
     def tune_prompts(self, round_index: int) -> list[Evaluation]:
-        """Train the local prompt with the global part frozen, keep the best epoch.
+        """Train the local prompt on the pre-trained global part, keep the best epoch.
 
         Runs ``prompt.epochs`` epochs with AdamW at ``prompt.learning_rate`` over
-        the local parameters only, evaluating after each. Candidate 0 is the
-        current model with the prompt inactive, so the result never scores below
-        it on validation NDCG@10. The model is left in the best candidate's
-        state, with the global part trainable again.
+        the local parameters, evaluating after each. The global groups named by
+        ``prompt.finetune_global`` train as well, at
+        ``prompt.finetune_learning_rate``, and the rest of the global part stays
+        frozen. Candidate 0 is the current model with the prompt inactive, so the
+        result never scores below it on validation NDCG@10. The model is left in
+        the best candidate's state, with the global part trainable again.
 
         Returns
         -------
@@ -259,19 +261,17 @@ class DomainModel:
         history = [self.evaluate(round_index)]
         best_index, best_state = 0, copy.deepcopy(self.model.state_dict())
 
-        # Freeze the global part so no step can change it, whatever the optimizer.
+        # Freeze the global part so no step can change it, whatever the optimizer,
+        # except the groups that prompt.finetune_global names.
         self.model.global_part.requires_grad_(False)
         self.model.set_prompt_active(True)
-        tuning = dataclasses.replace(
-            self.train_config, learning_rate=self.prompt_config.learning_rate
-        )
-        optimizer = make_optimizer(self.model, tuning)
+        optimizer = self._tuning_optimizer(self.model.local_part)
         try:
             for epoch in range(1, epochs + 1):
                 self.last_train_loss = train_epochs(
                     self.model,
                     self.split.train,
-                    tuning,
+                    self.train_config,
                     optimizer,
                     1,
                     self.generator,
@@ -292,6 +292,25 @@ class DomainModel:
         self.model.load_state_dict(best_state)
         logger.info("prompt tuning kept candidate=%d of %d", best_index, epochs)
         return history
+
+    def _tuning_optimizer(self, local_part: torch.nn.Module) -> torch.optim.Optimizer:
+        """Build AdamW over the local prompt and the fine-tuned global groups.
+
+        Unfreezes the global groups of ``prompt.finetune_global``, and the caller
+        must have frozen the rest. Each set gets its own learning rate.
+        """
+        config = self.prompt_config
+        groups = [{"params": list(local_part.parameters()), "lr": config.learning_rate}]
+        finetuned = [
+            parameter
+            for name, parameter in self.model.global_part.named_parameters()
+            if name.split(".", 1)[0] in config.finetune_global
+        ]
+        if finetuned:
+            for parameter in finetuned:
+                parameter.requires_grad_(True)
+            groups.append({"params": finetuned, "lr": config.finetune_learning_rate})
+        return torch.optim.AdamW(groups, weight_decay=self.train_config.weight_decay)
 
 
 def best_evaluation(history: list[Evaluation]) -> Evaluation:

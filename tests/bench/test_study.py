@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.quality import export_for_recbole, markdown_table, subsample_users
+from bench.quality import (
+    export_for_recbole,
+    markdown_table,
+    run_study,
+    subsample_users,
+)
 from bench.simulation import Domain
 from bench.study import (
     VARIANTS,
@@ -179,3 +184,15 @@ def test_export_for_recbole_keeps_split(tmp_path):
     assert [int(row[1]) for row in first_user] == [*history, target]
     assert [float(row[2]) for row in first_user] == list(range(1, len(history) + 2))
     assert int(first_user[-2][1]) == domain.split.valid[0][1]
+
+
+def test_run_study_parallel_matches_serial():
+    domains = [make_domain(name, i) for i, name in enumerate(("books", "films"))]
+    train = TrainConfig(rounds=1, local_epochs=1, batch_size=16, kmeans_iterations=2)
+    config = StudyConfig(MODEL, train, PROMPT, (0, 1), ("local_only", "federated"))
+
+    serial, serial_curves = run_study(domains, config, jobs=1)
+    parallel, parallel_curves = run_study(domains, config, jobs=2)
+
+    assert parallel == serial
+    assert parallel_curves == serial_curves

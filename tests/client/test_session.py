@@ -26,7 +26,8 @@ CONFIG = ModelConfig(
     n_prompt_words=2,
 )
 TRAIN = TrainConfig(rounds=2, local_epochs=1, batch_size=4)
-PROMPT = PromptConfig(epochs=2, learning_rate=0.01)
+# The whole global part stays frozen, so prompt tuning must leave it bit-identical.
+PROMPT = PromptConfig(epochs=2, learning_rate=0.01, finetune_global=())
 
 
 @pytest.fixture
@@ -106,6 +107,60 @@ def test_tune_prompts_freezes_global_part(domain_model):
     prompt_after = domain_model.model.local_part.domain_prompt.prompt
     assert not torch.equal(prompt_after, prompt_before)
     assert all(p.requires_grad for p in domain_model.model.global_part.parameters())
+
+
+def test_finetune_changes_only_chosen_groups(domain_model):
+    domain_model.prompt_config = PromptConfig(
+        epochs=2,
+        learning_rate=0.01,
+        finetune_global=("encoder",),
+        finetune_learning_rate=0.01,
+    )
+    before = global_state_dict(domain_model.model)
+
+    history = domain_model.tune_prompts(2)
+
+    after = global_state_dict(domain_model.model)
+    assert best_evaluation(history) is not history[0]
+    encoder = [name for name in before if name.startswith("encoder.")]
+    assert encoder
+    assert any(not torch.equal(after[name], before[name]) for name in encoder)
+    for name, tensor in before.items():
+        if not name.startswith("encoder."):
+            assert torch.equal(after[name], tensor), name
+    assert all(p.requires_grad for p in domain_model.model.global_part.parameters())
+
+
+def test_upload_after_finetune_is_global_only(domain_model):
+    n_global = sum(p.numel() for p in GlobalEncoder(CONFIG).state_dict().values())
+    domain_model.prompt_config = PromptConfig(
+        epochs=1,
+        learning_rate=0.01,
+        finetune_global=("code_embedding", "encoder"),
+        finetune_learning_rate=0.01,
+    )
+    domain_model.tune_prompts(1)
+    domain_model.model.set_prompt_active(True)
+    local_before = {
+        k: v.clone() for k, v in domain_model.model.local_part.state_dict().items()
+    }
+    global_before = global_state_dict(domain_model.model)
+
+    vector = domain_model.train_round()
+
+    global_after = global_state_dict(domain_model.model)
+    expected = np.concatenate(
+        [
+            (global_after[name] - global_before[name]).double().flatten().numpy() * 10.0
+            for name in global_parameter_names(CONFIG)
+        ]
+    )
+    assert vector.shape == (n_global + 1,)
+    assert np.array_equal(vector[:-1], expected)
+    assert any(
+        not torch.equal(local_before[k], v)
+        for k, v in domain_model.model.local_part.state_dict().items()
+    )
 
 
 def test_tune_prompts_keeps_best_candidate(domain_model):

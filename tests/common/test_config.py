@@ -133,11 +133,33 @@ def test_load_client_prompt_table(tmp_path):
             {"epochs": 2, "domain_prompt": False, "user_prompt": False},
             r"prompt.epochs is 2 but .* both false",
         ),
+        (
+            {"finetune_global": ("encoder", "prompts")},
+            r"unknown group 'prompts' in prompt.finetune_global",
+        ),
+        (
+            {"finetune_learning_rate": -1.0},
+            r"prompt.finetune_learning_rate must be positive, got -1.0",
+        ),
     ],
 )
 def test_prompt_config_rejects_bad_values(values, message):
     with pytest.raises(ConfigError, match=message):
         PromptConfig(**values)
+
+
+def test_load_client_prompt_finetune_groups(tmp_path):
+    path = _write(
+        tmp_path,
+        'domain = "books"\ndata_dir = "data"\n[tls]\ninsecure = true\n'
+        '[prompt]\nfinetune_global = ["encoder", "input_norm"]\n'
+        "finetune_learning_rate = 0.0005\n",
+    )
+
+    config = load_toml(ClientConfig, path)
+
+    assert config.prompt.finetune_global == ("encoder", "input_norm")
+    assert config.prompt.finetune_learning_rate == 0.0005
 
 
 def test_prompt_config_allows_no_branch_without_tuning():
