@@ -234,7 +234,14 @@ def test_client_rejoins_after_link_up(run_with_cut: dict) -> None:
         if int(r) > dropped_round
     ]
 
-    assert f"domain={CUT_DOMAIN} is back" in log
+    # A client cut after its masked input was accepted (in a later secure
+    # aggregation stage) still counts in that round's sum, so the coordinator
+    # never marks it as dropped and has no return to log.
+    missed_input = re.search(
+        rf"stage=MASKED_INPUT dropped domains \[[^]]*'{CUT_DOMAIN}'", log
+    )
+    if missed_input:
+        assert f"domain={CUT_DOMAIN} is back" in log
     assert later, f"{CUT_DOMAIN} uploaded to no round after {dropped_round}"
 
 
