@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +68,26 @@ def write_configs(out: Path, domains: list[str], dataset: str) -> None:
             f'cert = "{bundle / "cert.pem"}"\n'
             f'key = "{bundle / "key.pem"}"\n'
         )
+
+
+# What a finished demo leaves in its folder as the coordinator's state_dir.
+RUN_STATE = ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "checkpoints")
+RUN_REPORTS = ("metrics.json", "history.json", "validation_ndcg.png")
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove an earlier demo run's store, checkpoints and reports from ``out``.
+
+    Each `make demo` is a new run. Without this, the coordinator would resume
+    the finished run from its store, or refuse to start on checkpoints left
+    without a store (exit code 4).
+    """
+    for name in RUN_STATE + RUN_REPORTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def wait_for_file(path: Path, process: subprocess.Popen, timeout_s: float) -> str:
@@ -143,6 +164,7 @@ def main() -> int:
         ],
     )
     write_configs(out, domains, args.dataset)
+    clear_previous_run(out)
 
     print(
         f"==> starting the coordinator and {len(domains)} clients (logs in {logs})",
