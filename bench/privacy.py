@@ -35,7 +35,7 @@ from bench.quality import (
     load_domains,
     subsample_users,
 )
-from bench.secagg_report import replace_section
+from bench.docs_section import replace_section
 from bench.simulation import (
     Domain,
     VariantResult,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.secagg import machine
-from bench.secagg_report import replace_section
+from bench.docs_section import replace_section
 from tests.deploy.tinyfed import (
     DOMAINS,
     coordinator_toml,
