@@ -52,8 +52,8 @@ class EpochProgress:
         bar = progress.add_task(label, total=total, loss="-")
 
         def advance(epoch: int, loss: float) -> None:
-            shown = f"{loss:.4f}" if math.isfinite(loss) else "-"
-            progress.update(bar, completed=epoch, loss=shown, refresh=True)
+            loss_text = f"{loss:.4f}" if math.isfinite(loss) else "-"
+            progress.update(bar, completed=epoch, loss=loss_text, refresh=True)
 
         with progress, logs_through(console):
             yield advance

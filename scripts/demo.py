@@ -70,7 +70,7 @@ def write_configs(out: Path, domains: list[str], dataset: str) -> None:
         )
 
 
-# What a finished demo leaves in its folder as the coordinator's state_dir.
+# Files and folders a finished demo leaves in its folder, the coordinator's state_dir.
 RUN_STATE = ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "checkpoints")
 RUN_REPORTS = ("metrics.json", "history.json", "validation_ndcg.png")
 

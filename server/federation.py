@@ -130,7 +130,7 @@ class RunProgress:
     # Latest validation NDCG@10 each domain reported for the federated model.
     valid_ndcg: dict[str, float]
     # The last FINISHED_KEPT finished tasks, oldest first, so a reader that
-    # polls less often than tasks finish still sees each one.
+    # polls less often than tasks finish still reads each one.
     finished: tuple[TaskProgress, ...] = ()
 
 

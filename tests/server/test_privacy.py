@@ -96,7 +96,7 @@ def test_budget_below_one_round_refuses_to_start(tmp_path):
     assert store.commits() == []
 
 
-def test_delta_not_below_one_over_users_refuses_to_start(tmp_path):
+def test_delta_above_inverse_users_rejected(tmp_path):
     config = _dp_config(tmp_path, delta=0.5)
     store = RunStore.open(config)
 
@@ -191,7 +191,7 @@ def test_commit_stores_privacy_record(tmp_path):
     assert commit.privacy == record
 
 
-def test_fingerprint_of_run_without_dp_has_no_dp_key(tmp_path):
+def test_fingerprint_without_dp_omits_key(tmp_path):
     assert "dp" not in json.loads(runstore.fingerprint(_config(tmp_path)))
     assert "dp" in json.loads(runstore.fingerprint(_dp_config(tmp_path)))
 
