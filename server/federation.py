@@ -118,6 +118,9 @@ class TaskProgress:
     # task was published.
     bytes_in: int = 0
     bytes_out: int = 0
+    # User-level epsilon spent once this round commits, None for other tasks,
+    # without DP and before the domains' noise is planned.
+    epsilon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,11 @@ class Federation:
             finished=finished,
             bytes_in=bytes_in - self._shown_bytes[0],
             bytes_out=bytes_out - self._shown_bytes[1],
+            epsilon=(
+                self.privacy.epsilon_after(task.round)
+                if task.kind == pb.TASK_KIND_TRAIN
+                else None
+            ),
         )
 
     def snapshot(self) -> dict[str, DomainRecord]:

@@ -9,6 +9,7 @@ an Opacus accountant of its real steps and logs it too.
 from __future__ import annotations
 
 import logging
+import threading
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -45,6 +46,10 @@ class PrivacyLedger:
             self.aggregate = aggregate_mechanism(self.dp, self.train.rounds)
         self.users: dict[str, Mechanism] = {}
         self._logged_aggregate = False
+        # epsilon_after's results, cleared when plan() adds a domain. The
+        # round table's thread reads them while the round loop plans.
+        self._epsilon_after: dict[int, float] = {}
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -69,8 +74,10 @@ class PrivacyLedger:
         for domain in sorted(set(stats) - set(self.users)):
             n_users = int(stats[domain].n_users)
             check_user_delta(self.dp, n_users, domain)
-            self.users[domain] = user_mechanism(self.dp, self.train, n_users)
-            mechanism = self.users[domain]
+            mechanism = user_mechanism(self.dp, self.train, n_users)
+            with self._lock:
+                self.users[domain] = mechanism
+                self._epsilon_after.clear()
             logger.info(
                 "domain=%s DP-SGD noise_multiplier=%.4g sample_rate=%.4g "
                 "steps_per_round=%d, epsilon after %d rounds=%.4g at delta=%g",
@@ -127,6 +134,21 @@ class PrivacyLedger:
                     "lower train.rounds"
                 )
         return ""
+
+    def epsilon_after(self, round_index: int) -> float | None:
+        """Return the largest user-level epsilon after ``round_index`` rounds.
+
+        None when DP is off or no domain is planned yet. The round table calls
+        this twice a second, so each round's value is computed once.
+        """
+        with self._lock:
+            if not self.enabled or not self.users:
+                return None
+            if round_index not in self._epsilon_after:
+                self._epsilon_after[round_index] = max(
+                    mechanism.epsilon(round_index) for mechanism in self.users.values()
+                )
+            return self._epsilon_after[round_index]
 
     def round_record(self, round_index: int) -> dict[str, Any] | None:
         """Return the epsilon spent after ``round_index`` rounds, None when DP is off.

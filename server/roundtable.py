@@ -2,7 +2,8 @@
 
 A thread polls :meth:`Federation.progress` twice a second. On a terminal it
 redraws a table with one row per task (round, stage, domains present,
-dropped, bytes in and out, latest validation NDCG@10 per domain). Otherwise
+dropped, bytes in and out, the epsilon spent when DP is on, latest
+validation NDCG@10 per domain). Otherwise
 it logs one line per finished task.
 """
 
@@ -43,6 +44,7 @@ class Row:
     bytes_out: int = 0
     valid_ndcg: dict[str, float] = field(default_factory=dict)
     finished: bool = False
+    epsilon: float | None = None
 
 
 def task_label(task: TaskProgress) -> str:
@@ -90,6 +92,7 @@ class RoundTable:
             row.bytes_in = task.bytes_in
             row.bytes_out = task.bytes_out
             row.valid_ndcg = dict(progress.valid_ndcg)
+            row.epsilon = task.epsilon
             if task.finished:
                 row.finished = True
                 newly_finished.append(row)
@@ -135,12 +138,15 @@ def render(
     run_id: str,
     domains: Sequence[str],
     max_rows: int | None = None,
+    privacy: bool = False,
 ) -> Table:
     """Build the rich table of the last ``max_rows`` rows (all when None).
 
     Long cells are cut with an ellipsis instead of wrapped, so each task stays
     on one line of a narrow terminal. Present is ``taking part/participants``,
-    and each domain has a column of its latest validation NDCG@10.
+    and each domain has a column of its latest validation NDCG@10. With
+    ``privacy``, an epsilon column shows the user-level epsilon spent once
+    each round commits.
     """
     progress = table.progress
     stage = progress.stage if progress is not None else "starting"
@@ -162,6 +168,8 @@ def render(
     view.add_column("dropped", overflow="ellipsis")
     view.add_column("in", justify="right", no_wrap=True)
     view.add_column("out", justify="right", no_wrap=True)
+    if privacy:
+        view.add_column("epsilon", justify="right", no_wrap=True)
     for domain in domains:
         view.add_column(
             domain, justify="right", no_wrap=True, overflow="ellipsis", min_width=6
@@ -169,27 +177,31 @@ def render(
     rows = table.rows if max_rows is None else table.rows[-max(1, max_rows) :]
     for row in rows:
         participants = len(row.present) + len(row.dropped)
-        view.add_row(
+        cells = [
             row.label,
             row.stage,
             f"{len(row.present)}/{participants}",
             ",".join(row.dropped) or "-",
             format_bytes(row.bytes_in),
             format_bytes(row.bytes_out),
-            *(_ndcg(row.valid_ndcg.get(domain)) for domain in domains),
-        )
+        ]
+        if privacy:
+            cells.append("-" if row.epsilon is None else f"{row.epsilon:.3g}")
+        cells += [_ndcg(row.valid_ndcg.get(domain)) for domain in domains]
+        view.add_row(*cells)
     return view
 
 
 def format_row(row: Row) -> str:
     """Return a finished row as one log line."""
     ndcg = " ".join(f"{d}={v:.4f}" for d, v in sorted(row.valid_ndcg.items()))
+    epsilon = "" if row.epsilon is None else f"epsilon={row.epsilon:.4g} "
     return (
         f"task={row.task_id} ({row.label}) stage={row.stage} "
         f"present={','.join(row.present) or '-'} "
         f"dropped={','.join(row.dropped) or '-'} "
         f"bytes_in={row.bytes_in} bytes_out={row.bytes_out} "
-        f"valid_ndcg@10: {ndcg or '-'}"
+        f"{epsilon}valid_ndcg@10: {ndcg or '-'}"
     )
 
 
@@ -252,7 +264,9 @@ class RoundTableDisplay:
         fit = max(1, console.size.height - 8)
 
         def view() -> Table:
-            return render(self.table, config.run_id, config.domains, fit)
+            return render(
+                self.table, config.run_id, config.domains, fit, config.dp.enabled
+            )
 
         with (
             Live(

@@ -119,9 +119,41 @@ def test_ledger_last_round_within_budget(tmp_path):
     assert ledger.stop_message(4) == ""
 
 
+def test_ledger_epsilon_after_round(tmp_path):
+    config = _dp_config(tmp_path, delta=1e-4)
+    ledger = PrivacyLedger(config)
+    small = pb.DomainStats(n_users=100, n_items=20, n_interactions=600)
+    large = pb.DomainStats(n_users=1000, n_items=20, n_interactions=6000)
+
+    assert ledger.epsilon_after(2) is None
+    ledger.plan({"a": large})
+    alone = ledger.epsilon_after(2)
+    ledger.plan({"a": large, "b": small})
+
+    # The smaller domain samples each user more often, so it spends more.
+    assert alone < ledger.epsilon_after(2)
+    expected = user_mechanism(config.dp, config.train, 100).epsilon(2)
+    assert ledger.epsilon_after(2) == pytest.approx(expected)
+    assert ledger.epsilon_after(2) == ledger.round_record(2)["epsilon"]
+
+
+def test_round_table_shows_committed_epsilon(tmp_path):
+    config = _dp_config(tmp_path, rounds=2)
+    federation, _ = _run(config)
+
+    finished = federation.progress().finished
+    rounds = {task.round: task.epsilon for task in finished if task.epsilon}
+
+    assert rounds == {
+        1: pytest.approx(_epsilon(config, 1)),
+        2: pytest.approx(_epsilon(config, 2)),
+    }
+
+
 def test_ledger_without_dp_records_nothing(tmp_path):
     ledger = PrivacyLedger(_config(tmp_path))
 
+    assert ledger.epsilon_after(1) is None
     assert ledger.round_record(1) is None
     assert ledger.domain_summary(1) == {}
     assert ledger.aggregate_noise_multiplier == 0.0

@@ -1,5 +1,6 @@
 """The coordinator's round table: rows from progress, rendering, tty switch."""
 
+import dataclasses
 import io
 import logging
 import os
@@ -185,6 +186,22 @@ def test_render_shows_every_column():
     assert "0.1234" in text
 
 
+def test_render_privacy_adds_epsilon_column():
+    table = RoundTable()
+    done = dataclasses.replace(_done(), epsilon=2.4567)
+    table.update(_progress(_task("train-2"), finished=[done]))
+
+    plain = _text(render(table, "demo", DOMAINS))
+    text = _text(render(table, "demo", DOMAINS, privacy=True))
+
+    assert "epsilon" not in plain
+    assert "epsilon" in text
+    assert "2.46" in text
+    # The round in flight has no value yet when the noise is not planned.
+    round_two = next(line for line in text.splitlines() if "round 2" in line)
+    assert " - " in round_two
+
+
 def test_render_keeps_last_rows_unwrapped():
     table = RoundTable()
     for number in range(1, 6):
@@ -212,6 +229,15 @@ def test_format_row_is_one_line():
     assert "present=a,b dropped=c" in line
     assert "bytes_in=2048" in line
     assert "b=0.5000" in line
+    assert "epsilon" not in line
+
+
+def test_format_row_adds_epsilon():
+    table = RoundTable()
+    done = dataclasses.replace(_done(), epsilon=2.4567)
+    (row,) = table.update(_progress(done, finished=[done]))
+
+    assert "epsilon=2.457 valid_ndcg@10" in format_row(row)
 
 
 def _federation():
