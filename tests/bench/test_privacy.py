@@ -2,7 +2,13 @@
 
 import argparse
 
-from bench.privacy import SCHEDULES, missing_runs, smallest_winning_epsilon
+from bench.privacy import (
+    CLIP_ONLY_NOISE,
+    SCHEDULES,
+    missing_runs,
+    privacy_settings,
+    smallest_winning_epsilon,
+)
 
 
 def _variant(epsilon, means):
@@ -28,6 +34,30 @@ def test_smallest_winning_epsilon_none_when_dp_loses():
     }
 
     assert smallest_winning_epsilon(variants) is None
+
+
+def test_smallest_winning_epsilon_skips_clip_only():
+    variants = {
+        "local_only": _variant(None, {"a": 0.10}),
+        "federated_clip_only": _variant(None, {"a": 0.12}),
+        "federated_dp_eps8": _variant(8.0, {"a": 0.09}),
+    }
+
+    assert smallest_winning_epsilon(variants) is None
+
+
+def test_clip_only_settings_have_no_budget():
+    train = SCHEDULES["ml-1m"]
+    args = argparse.Namespace(delta=1e-5, max_grad_norm=1.0)
+    domain = argparse.Namespace(name="a", split=argparse.Namespace(train=[[1, 2]] * 10))
+
+    (clip_only,) = privacy_settings([domain], train, args, None).values()
+    (budgeted,) = privacy_settings([domain], train, args, 8.0).values()
+
+    assert clip_only.dp.noise_multiplier == CLIP_ONLY_NOISE
+    assert clip_only.dp.target_epsilon == 0.0
+    assert budgeted.dp.noise_multiplier == 0.0
+    assert budgeted.dp.target_epsilon == 8.0
 
 
 def _args(**values):
