@@ -47,7 +47,7 @@ $(RECBOLE_STAMP): Makefile
 	touch $(RECBOLE_STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
