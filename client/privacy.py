@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ import numpy as np
 import torch
 from opacus.accountants import create_accountant
 from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from torch import Tensor
 
+from client.securenoise import SecureGaussian
 from client.train import make_batches
 from common.accounting import (
     Mechanism,
@@ -51,14 +52,39 @@ class DomainPrivacy:
     aggregate_noise_multiplier : float
         The resolved domain-level noise multiplier, 0 for none.
     noise_seed : int, optional
-        Seed of the noise generators, for tests and benchmarks. None (the
-        default) draws one from the operating system.
+        Seed of the noise generators, for tests and benchmarks only. None (the
+        default) keys them from the operating system's generator.
     """
 
     dp: PrivacyConfig
     n_users: int
     aggregate_noise_multiplier: float = 0.0
     noise_seed: int | None = None
+
+
+class SecureNoiseOptimizer(DPOptimizer):
+    """Opacus's DPOptimizer with its Gaussian noise drawn from a SecureGaussian.
+
+    Opacus draws the noise with a torch generator unless ``secure_mode`` is on,
+    and that needs the torchcsprng package. The noise is drawn on the CPU in
+    float64 and moved to each parameter's device and dtype.
+    """
+
+    def __init__(self, *args, noise: SecureGaussian, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.noise = noise
+
+    def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for parameter in self.params:
+            summed = parameter.summed_grad
+            # The same checks as DPOptimizer.add_noise (opacus 1.6.0), so a
+            # gradient is never noised twice.
+            _check_processed_flag(summed)
+            draw = self.noise.normal(0.0, std, tuple(summed.shape))
+            noise = torch.from_numpy(draw).to(device=summed.device, dtype=summed.dtype)
+            parameter.grad = (summed + noise).view_as(parameter)
+            _mark_as_processed(summed)
 
 
 class PrivateTraining:
@@ -93,23 +119,17 @@ class PrivateTraining:
         self.train = train
         self.domain = domain
         seed = privacy.noise_seed
-        if seed is None:
-            seed = secrets.randbits(63)
-        self.update_noise = np.random.default_rng([seed, 1])
+        self.update_noise = SecureGaussian(seed, "update")
 
         self.parameters = [p for p in model.global_part.parameters() if p.requires_grad]
-        # Opacus draws the noise on each parameter's device with this generator.
-        # NOTE: only the CPU path has run; no GPU was available to test it.
-        device = model.item_codes.device
-        self.noise_generator = torch.Generator(device=device).manual_seed(seed)
-        self.optimizer = DPOptimizer(
+        self.optimizer = SecureNoiseOptimizer(
             torch.optim.AdamW(
                 self.parameters, lr=train.learning_rate, weight_decay=train.weight_decay
             ),
+            noise=SecureGaussian(seed, "dp-sgd"),
             noise_multiplier=self.mechanism.noise_multiplier,
             max_grad_norm=dp.max_grad_norm,
             expected_batch_size=train.batch_size,
-            generator=self.noise_generator,
         )
         self.accountant = create_accountant(mechanism=dp.accountant)
         self.optimizer.attach_step_hook(
@@ -288,16 +308,15 @@ def noisy_update(
     delta: np.ndarray,
     dp: PrivacyConfig,
     noise_multiplier: float,
-    rng: np.random.Generator,
+    rng: SecureGaussian | np.random.Generator,
 ) -> np.ndarray:
     """Clip a round delta to ``dp.aggregate_clip`` and add one domain's noise share.
 
     The share has standard deviation ``noise_share_std``, so the shares of
     ``dp.honest_domains`` domains sum to the noise the accountant assumes.
 
-    NOTE: the noise comes from numpy's PCG64 seeded from the operating system,
-    not from a cryptographic generator, and floating-point attacks on the
-    Gaussian's low bits are not mitigated.
+    ``rng`` is the domain's SecureGaussian, or any object with the same
+    ``normal`` method, such as a numpy Generator in tests.
     """
     clipped = clip_l2(np.asarray(delta, dtype=np.float64), dp.aggregate_clip)
     std = noise_share_std(dp, noise_multiplier)

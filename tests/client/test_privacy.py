@@ -6,6 +6,7 @@ import torch
 
 from client.data import Split
 from client.privacy import DomainPrivacy, PrivateTraining, clip_l2, noisy_update
+from client.securenoise import SecureGaussian
 from client.session import DomainModel, item_code_table
 from client.train import make_batches
 from common.accounting import PrivacySettingError, user_mechanism
@@ -188,7 +189,7 @@ def test_uploaded_update_is_clipped_before_noise():
     )
     assert state.private is not None
     # Replay the noise the model draws, to take the upload apart.
-    replay = np.random.default_rng([4, 1])
+    replay = SecureGaussian(4, "update")
 
     for _ in range(2):
         before = {k: v.clone() for k, v in state.model.global_part.state_dict().items()}
