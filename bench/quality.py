@@ -284,7 +284,9 @@ def run_study(
 
 
 def _start_worker(threads: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True
+    )
     logging.getLogger("client").setLevel(logging.WARNING)
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -358,7 +360,9 @@ def markdown_table(dataset: str, summary: dict[str, Any], domains: list[Domain])
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True
+    )
     logging.getLogger("client").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         help="print the results instead of writing the JSON file and the docs",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True
+    )
     # The coordinator's INFO lines feed the stage clock but are not printed.
     for handler in logging.getLogger().handlers:
         handler.addFilter(

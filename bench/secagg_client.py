@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bound", type=float, required=True, help="clipping bound")
     parser.add_argument("--seed", type=int, default=0, help="seed of the updates")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(name)s: %(message)s", force=True
+    )
 
     output = threading.Lock()
     failures: list[str] = []

@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "--retrain", action="store_true", help="train again even if a model is saved"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True
+    )
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     load_before = os.getloadavg()[0]
