@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate of the fine-tuned global groups",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="federated rounds of every variant; 0 keeps the dataset's schedule",
+    )
+    parser.add_argument(
+        "--local-epochs",
+        type=int,
+        default=0,
+        help="local epochs per round; 0 keeps the dataset's schedule",
+    )
+    parser.add_argument(
         "--sparse",
         action="store_true",
         help=f"also run the sparse-domain scenario ({SPARSE_FRACTION * 100:.0f}%% of one domain's users)",
@@ -387,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
             subsample_users(d, QUICK_USERS / len(d.split.train), 0) for d in domains
         ]
         results_dir = results_dir / "quick"
+    if args.rounds:
+        train = dataclasses.replace(train, rounds=args.rounds)
+    if args.local_epochs:
+        train = dataclasses.replace(train, local_epochs=args.local_epochs)
     prompt = PromptConfig(
         epochs=args.prompt_epochs,
         learning_rate=args.prompt_lr,
