@@ -16,6 +16,7 @@ import multiprocessing
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -127,8 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sparse",
+        nargs="*",
+        metavar="DOMAIN",
+        help="also run the sparse-domain scenario "
+        f"({SPARSE_FRACTION * 100:.0f}%% of one domain's users) for each named "
+        "domain in turn, or for every domain when none is named",
+    )
+    parser.add_argument(
+        "--sparse-only",
         action="store_true",
-        help=f"also run the sparse-domain scenario ({SPARSE_FRACTION * 100:.0f}%% of one domain's users)",
+        help="run only the sparse-domain scenario and write "
+        "quality-sparse-<dataset>.json",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny subset, 1 seed, 2 rounds"
@@ -304,13 +314,20 @@ def _start_worker(threads: int) -> None:
     faiss.omp_set_num_threads(threads)
 
 
-def run_sparse(domains: list[Domain], config: StudyConfig) -> dict[str, Any]:
-    """Make each domain sparse in turn and compare its local-only and full model."""
+def run_sparse(
+    domains: list[Domain], config: StudyConfig, names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Make each domain sparse in turn and compare its local-only and full model.
+
+    ``names`` limits the turns to those domains; empty means every domain.
+    """
     sparse_config = dataclasses.replace(
         config, variants=("local_only", "federated", "full")
     )
     results: dict[str, Any] = {}
     for index, domain in enumerate(domains):
+        if names and domain.name not in names:
+            continue
         sparse = subsample_users(domain, SPARSE_FRACTION, seed=index)
         changed = [sparse if i == index else d for i, d in enumerate(domains)]
         runs = [run_seed(changed, sparse_config, seed) for seed in config.seeds]
@@ -411,8 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     config = StudyConfig(model, train, prompt, seeds, tuple(args.variants))
     results_dir.mkdir(parents=True, exist_ok=True)
-
-    summary, curves = run_study(domains, config, args.jobs, args.threads)
+    unknown = sorted(set(args.sparse or ()) - {d.name for d in domains})
+    if unknown or (args.sparse_only and args.sparse is None):
+        raise SystemExit(
+            f"--sparse names unknown domains {unknown}; the domains are "
+            f"{[d.name for d in domains]}"
+            if unknown
+            else "--sparse-only needs --sparse, with domain names or none for all"
+        )
     entry: dict[str, Any] = {
         "quick": args.quick,
         "seeds": list(seeds),
@@ -424,11 +447,20 @@ def main(argv: list[str] | None = None) -> int:
             d.name: {"users": len(d.split.test), "items": int(d.embeddings.shape[0])}
             for d in domains
         },
-        **summary,
-        "validation_ndcg@10_first_seed": curves,
     }
-    if args.sparse:
-        entry["sparse"] = run_sparse(domains, config)
+    if args.sparse_only:
+        entry["sparse"] = run_sparse(domains, config, args.sparse)
+        entry["elapsed_s"] = round(time.monotonic() - started, 1)
+        path = results_dir / f"quality-sparse-{args.dataset}.json"
+        path.write_text(json.dumps(entry, indent=2) + "\n")
+        print(f"wrote {path} after {entry['elapsed_s']:.0f} s")
+        return 0
+
+    summary, curves = run_study(domains, config, args.jobs, args.threads)
+    entry.update(summary)
+    entry["validation_ndcg@10_first_seed"] = curves
+    if args.sparse is not None:
+        entry["sparse"] = run_sparse(domains, config, args.sparse)
     if args.recbole_epochs > 0 and RECBOLE_PYTHON.exists():
         recbole_epochs = 2 if args.quick else args.recbole_epochs
         recbole = run_recbole(domains, seeds, args.work, recbole_epochs)

@@ -9,6 +9,7 @@ import torch
 from bench.quality import (
     export_for_recbole,
     markdown_table,
+    run_sparse,
     run_study,
     subsample_users,
 )
@@ -196,3 +197,16 @@ def test_run_study_parallel_matches_serial():
 
     assert parallel == serial
     assert parallel_curves == serial_curves
+
+
+def test_run_sparse_only_named_domain():
+    domains = [make_domain(name, i) for i, name in enumerate(("books", "films"))]
+    train = TrainConfig(rounds=1, local_epochs=1, batch_size=16, kmeans_iterations=2)
+    config = StudyConfig(MODEL, train, PROMPT, (0,))
+
+    results = run_sparse(domains, config, ["films"])
+
+    assert list(results) == ["films"]
+    # 20% of the domain's 40 users.
+    assert results["films"]["users"] == 8
+    assert results["films"]["comparison"]["variant"] == "full"
