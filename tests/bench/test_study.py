@@ -200,13 +200,15 @@ def test_run_study_parallel_matches_serial():
 
 
 def test_run_sparse_only_named_domain():
-    domains = [make_domain(name, i) for i, name in enumerate(("books", "films"))]
+    domains = [
+        make_domain(name, i, n_users=20) for i, name in enumerate(("books", "films"))
+    ]
     train = TrainConfig(rounds=1, local_epochs=1, batch_size=16, kmeans_iterations=2)
-    config = StudyConfig(MODEL, train, PROMPT, (0,))
+    config = StudyConfig(MODEL, train, PromptConfig(epochs=1), (0,))
 
     results = run_sparse(domains, config, ["films"])
 
     assert list(results) == ["films"]
-    # 20% of the domain's 40 users.
-    assert results["films"]["users"] == 8
+    # 20% of the domain's 20 users.
+    assert results["films"]["users"] == 4
     assert results["films"]["comparison"]["variant"] == "full"
