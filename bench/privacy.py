@@ -268,6 +268,13 @@ def render(results: dict[str, Any]) -> str:
     variants = results["variants"]
     domains = list(variants["local_only"]["mean"])
     schedule = results["train"]
+    clip_only = ""
+    if "federated_clip_only" in variants:
+        clip_only = (
+            " federated_clip_only runs the same DP-SGD (Poisson sampling, "
+            f"per-user clipping) with noise multiplier {CLIP_ONLY_NOISE:g}, so "
+            "it guarantees nothing and shows what clipping alone costs."
+        )
     lines = [
         f"{HEADING}\n",
         f"Measured by `{results['command']}` on {results['date']}, "
@@ -285,13 +292,7 @@ def render(results: dict[str, Any]) -> str:
         "on the aggregate is off here. Local-only and federated train without "
         "DP. Every variant picks its best round on the domain's validation "
         "data, a choice that stays in the domain and is not itself private."
-        + (
-            " federated_clip_only runs the same DP-SGD (Poisson sampling, "
-            f"per-user clipping) with noise multiplier {CLIP_ONLY_NOISE:g}, so "
-            "it guarantees nothing and shows what clipping alone costs."
-            if "federated_clip_only" in variants
-            else ""
-        )
+        + clip_only
         + "\n",
         "| variant | epsilon | " + " | ".join(domains) + " |",
         "|---|---|" + "---|" * len(domains),

@@ -428,13 +428,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     config = StudyConfig(model, train, prompt, seeds, tuple(args.variants))
     results_dir.mkdir(parents=True, exist_ok=True)
-    unknown = sorted(set(args.sparse or ()) - {d.name for d in domains})
-    if unknown or (args.sparse_only and args.sparse is None):
+    names = [d.name for d in domains]
+    unknown = sorted(set(args.sparse or ()) - set(names))
+    if unknown:
         raise SystemExit(
-            f"--sparse names unknown domains {unknown}; the domains are "
-            f"{[d.name for d in domains]}"
-            if unknown
-            else "--sparse-only needs --sparse, with domain names or none for all"
+            f"--sparse: unknown domains {unknown}; name some of {names}, or none "
+            "for all"
+        )
+    if args.sparse_only and args.sparse is None:
+        raise SystemExit(
+            "--sparse-only needs --sparse; add it with domain names, or alone "
+            "for all domains"
         )
     entry: dict[str, Any] = {
         "quick": args.quick,

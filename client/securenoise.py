@@ -89,7 +89,12 @@ class SecureGaussian:
         """Return float64 samples of N(loc, scale^2) with shape ``size``."""
         if scale < 0:
             raise ValueError(f"scale must be 0 or more, got {scale}")
-        shape = () if size is None else (size,) if isinstance(size, int) else size
+        if size is None:
+            shape: tuple[int, ...] = ()
+        elif isinstance(size, int):
+            shape = (size,)
+        else:
+            shape = size
         count = math.prod(shape)
         summed = self.standard_normal(SUMMED_SAMPLES * count)
         values = summed.reshape(SUMMED_SAMPLES, count).sum(axis=0)
