@@ -172,7 +172,7 @@ def _wait_healthy(container: Any, timeout_s: float = 300) -> str:
 
 def test_compose_run_exits_cleanly(compose_run: dict) -> None:
     failed = {n: c for n, c in compose_run["results"].items() if c != 0}
-    # Every failed container's log, since a client's log often holds the
+    # Every failed container's log, since a client's log often contains the
     # cause of the coordinator's exit (and the reverse).
     report = "\n".join(
         f"{name} exited {code}:\n{compose_run['logs'][name][-3000:]}"

@@ -137,7 +137,7 @@ def test_ledger_epsilon_after_round(tmp_path):
     assert ledger.epsilon_after(2) == ledger.round_record(2)["epsilon"]
 
 
-def test_round_table_shows_committed_epsilon(tmp_path):
+def test_finished_rounds_carry_epsilon(tmp_path):
     config = _dp_config(tmp_path, rounds=2)
     federation, _ = _run(config)
 

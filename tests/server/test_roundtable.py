@@ -197,7 +197,7 @@ def test_render_privacy_adds_epsilon_column():
     assert "epsilon" not in plain
     assert "epsilon" in text
     assert "2.46" in text
-    # The round in flight has no value yet when the noise is not planned.
+    # A task without an epsilon shows a dash.
     round_two = next(line for line in text.splitlines() if "round 2" in line)
     assert " - " in round_two
 
