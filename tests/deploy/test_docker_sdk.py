@@ -59,7 +59,9 @@ def _layout(root: Path, coordinator_name: str) -> None:
         (host / "client.toml").write_text(
             f'domain = "{domain}"\ndata_dir = "data/{domain}"\nwork_dir = "work"\n'
             f'coordinator = "{coordinator_name}:50051"\n'
-            "rpc_timeout_s = 10\nconnect_timeout_s = 120\n" + tinyfed.tls_table("certs")
+            "rpc_timeout_s = 10\nconnect_timeout_s = 120\n"
+            + tinyfed.tls_table("certs")
+            + tinyfed.SHORT_PROMPT
         )
 
 

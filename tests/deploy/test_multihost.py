@@ -93,7 +93,9 @@ def write_configs(root: Path, address: str, run_id: str, rounds: int) -> None:
         (host / "client.toml").write_text(
             f'domain = "{domain}"\ndata_dir = "data/{domain}"\nwork_dir = "work"\n'
             f'coordinator = "{address}:{PORT}"\n'
-            "rpc_timeout_s = 10\nconnect_timeout_s = 120\n" + tinyfed.tls_table("certs")
+            "rpc_timeout_s = 10\nconnect_timeout_s = 120\n"
+            + tinyfed.tls_table("certs")
+            + tinyfed.SHORT_PROMPT
         )
 
 

@@ -79,6 +79,11 @@ def coordinator_toml(
     )
 
 
+# A few epochs exercise prompt tuning; the default's 20 would only lengthen
+# the suite.
+SHORT_PROMPT = "[prompt]\nepochs = 3\n"
+
+
 def tls_table(folder: str) -> str:
     """Return a [tls] table naming ca.pem, cert.pem and key.pem in ``folder``."""
     return (

@@ -65,6 +65,10 @@ def _client_config(
         f'ca = "{ca or bundle / "ca.pem"}"',
         f'cert = "{bundle}/cert.pem"',
         f'key = "{bundle}/key.pem"',
+        # A few epochs exercise prompt tuning; the default's 20 would only
+        # lengthen the suite.
+        "[prompt]",
+        "epochs = 3",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
