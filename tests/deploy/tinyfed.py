@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DOMAINS = ("books", "films", "tools")
 
 
-def _load_write_domain() -> Callable[[Path, str, int], None]:
+def _load_federated_run() -> ModuleType:
     # The process-level integration test owns the generator of its small
     # domains; loading it by path keeps one copy of that data recipe.
     path = ROOT / "tests" / "integration" / "test_federated_run.py"
@@ -30,10 +31,13 @@ def _load_write_domain() -> Callable[[Path, str, int], None]:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._write_domain  # type: ignore[no-any-return]
+    return module
 
 
-write_domain = _load_write_domain()
+_federated_run = _load_federated_run()
+write_domain: Callable[[Path, str, int], None] = _federated_run._write_domain
+# The [prompt] table that the integration tests' clients use.
+SHORT_PROMPT: str = _federated_run.SHORT_PROMPT
 
 
 def make_certificates(
@@ -77,11 +81,6 @@ def coordinator_toml(
         "[model]\nhidden_size = 32\nn_layers = 1\ninner_size = 64\n"
         "n_subspaces = 8\nn_centroids = 16\nn_prompt_words = 4\n"
     )
-
-
-# A few epochs exercise prompt tuning; the default's 20 would only lengthen
-# the suite.
-SHORT_PROMPT = "[prompt]\nepochs = 3\n"
 
 
 def tls_table(folder: str) -> str:
